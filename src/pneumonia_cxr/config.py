@@ -1,0 +1,78 @@
+"""Run profiles as data, in one place: `smoke` (minutes, a small real subset) and `full`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROFILES = {
+    "smoke": {
+        "per_subtype": 40,  # images per subtype (whole patients), official test kept separate
+        "baseline_size": 48,
+        "cnn_size": 64,
+        "transfer_size": 96,
+        "tuner_size": 48,
+        "epochs": 1,
+        "transfer_epochs": 1,
+        "fine_tune_epochs": 1,
+        "fine_tune_layers": 20,
+        "batch_size": 32,
+        "patience": 1,
+        "tuner_max_trials": 2,
+        "tuner_epochs": 1,
+        "n_boot": 100,
+        "gradcam_cases": 2,
+        "target_sensitivity": 0.95,
+    },
+    "full": {
+        "per_subtype": None,
+        "baseline_size": 64,
+        "cnn_size": 128,
+        "transfer_size": 224,
+        "tuner_size": 96,
+        "epochs": 12,
+        "transfer_epochs": 3,
+        "fine_tune_epochs": 5,
+        "fine_tune_layers": 40,
+        "batch_size": 32,
+        "patience": 3,
+        "tuner_max_trials": 6,
+        "tuner_epochs": 4,
+        "n_boot": 1000,
+        "gradcam_cases": 4,
+        "target_sensitivity": 0.95,
+    },
+}
+
+# The Keras weight file names keras.applications looks for (offline copies may sit in a folder).
+KERAS_WEIGHT_FILES = {
+    ("MobileNetV2", 0.35): "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
+    ("MobileNetV2", 0.5): "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5",
+}
+
+
+def settings(profile: str, **overrides) -> dict:
+    """The profile's settings with any non-None override applied."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    out = dict(PROFILES[profile], profile=profile)
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
+
+def resolve_weights(weights: str | None, backbone: str, alpha: float | None, weights_dir: str | None):
+    """'imagenet' becomes a local Keras weight file when `weights_dir` holds one (offline use)."""
+    if weights == "imagenet" and weights_dir:
+        local = Path(weights_dir) / KERAS_WEIGHT_FILES.get((backbone, alpha), "-")
+        if local.is_file():
+            return str(local)
+    return weights
+
+
+def output_dirs(output_dir: str | Path) -> dict[str, Path]:
+    """reports/{metrics,figures,predictions} under `output_dir`, and img/ beside it, created."""
+    root = Path(output_dir)
+    dirs = {name: root / name for name in ("metrics", "figures", "predictions")}
+    dirs["img"] = root.parent / "img"
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs

@@ -1,0 +1,43 @@
+"""Grad-CAM: where in the X-ray the model's decision comes from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def last_conv_index(model) -> int:
+    """Index in model.layers of the last layer with a 4-D (spatial) output."""
+    for i in range(len(model.layers) - 1, -1, -1):
+        if len(model.layers[i].output.shape) == 4:
+            return i
+    raise ValueError(f"{model.name}: no layer with a spatial output, Grad-CAM needs a CNN")
+
+
+def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Heat map in [0, 1] at the image's size, and the model's output for the image.
+
+    `class_index` None explains the predicted class (for a sigmoid model: pneumonia if p >= 0.5).
+    """
+    import tensorflow as tf
+
+    target = last_conv_index(model)
+    x = tf.convert_to_tensor(image.reshape(1, *image.shape[:2], 1), tf.float32)
+    with tf.GradientTape() as tape:
+        h = x
+        for i, layer in enumerate(model.layers):  # models are plain chains: walk them layer by layer
+            h = layer(h, training=False)
+            if i == target:
+                conv = h
+                tape.watch(conv)
+        out = h[0]
+        if out.shape[-1] == 1:
+            p = out[0]
+            score = p if (class_index == 1 or (class_index is None and float(p) >= 0.5)) else 1 - p
+        else:
+            score = out[int(tf.argmax(out)) if class_index is None else class_index]
+    grads = tape.gradient(score, conv)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1))[0]
+    cam = cam / (tf.reduce_max(cam) + 1e-8)
+    cam = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0]
+    return cam.numpy(), out.numpy()

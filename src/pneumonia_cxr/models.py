@@ -1,0 +1,141 @@
+"""One short builder per model family. Every model takes (size, size, 1) grayscale in [0, 255].
+
+Models are plain keras.Sequential chains of built-in or registered layers, so they save in the
+Keras 3 format, reload with safe_mode=True, and Grad-CAM can walk them layer by layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="pneumonia_cxr")
+class PerImageStandardization(layers.Layer):
+    """Zero mean, unit variance per image: removes exposure and contrast differences between sites."""
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = ops.std(x, axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / ops.maximum(std, 1e-3)
+
+
+@keras.saving.register_keras_serializable(package="pneumonia_cxr")
+class GrayToRGB(layers.Layer):
+    """Repeat the gray channel three times for ImageNet backbones."""
+
+    def call(self, x):
+        return ops.repeat(x, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+
+def _head(n_classes: int):
+    # one sigmoid unit for normal vs pneumonia, a softmax for normal / bacterial / viral
+    if n_classes <= 2:
+        return layers.Dense(1, activation="sigmoid", name="pneumonia_probability")
+    return layers.Dense(n_classes, activation="softmax", name="class_probabilities")
+
+
+def build_dense_baseline(image_size: int, units: int = 128, n_classes: int = 2) -> keras.Model:
+    """The floor: a flat dense network on raw pixels, no notion of space."""
+    return keras.Sequential(
+        [
+            keras.Input((image_size, image_size, 1)),
+            layers.Rescaling(1 / 255),
+            layers.Flatten(),
+            layers.Dense(units, activation="relu"),
+            layers.Dropout(0.3),
+            _head(n_classes),
+        ],
+        name="dense_baseline",
+    )
+
+
+def build_scratch_cnn(
+    image_size: int,
+    filters: tuple[int, ...] = (16, 32, 64, 96, 128),
+    dropout: float = 0.3,
+    n_classes: int = 2,
+) -> keras.Model:
+    """Conv-BN-ReLU-pool blocks, global pooling, dropout: small enough to train on a CPU."""
+    blocks = []
+    for f in filters:
+        blocks += [
+            layers.Conv2D(f, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.MaxPooling2D(),
+        ]
+    return keras.Sequential(
+        [
+            keras.Input((image_size, image_size, 1)),
+            PerImageStandardization(),
+            *blocks,
+            layers.GlobalAveragePooling2D(),
+            layers.Dropout(dropout),
+            _head(n_classes),
+        ],
+        name="scratch_cnn",
+    )
+
+
+# backbone name -> (keras.applications constructor, layers mapping [0, 255] RGB to its input range)
+_IMAGENET_MEAN, _IMAGENET_VAR = [0.485, 0.456, 0.406], [0.229**2, 0.224**2, 0.225**2]
+BACKBONES = {
+    "MobileNetV2": (keras.applications.MobileNetV2, lambda: [layers.Rescaling(1 / 127.5, offset=-1)]),
+    "InceptionV3": (keras.applications.InceptionV3, lambda: [layers.Rescaling(1 / 127.5, offset=-1)]),
+    "ResNet50V2": (keras.applications.ResNet50V2, lambda: [layers.Rescaling(1 / 127.5, offset=-1)]),
+    "DenseNet121": (
+        keras.applications.DenseNet121,
+        lambda: [layers.Rescaling(1 / 255), layers.Normalization(mean=_IMAGENET_MEAN, variance=_IMAGENET_VAR)],
+    ),
+    "EfficientNetB0": (keras.applications.EfficientNetB0, lambda: []),  # rescales inside
+}
+
+
+def build_transfer_model(
+    image_size: int,
+    backbone: str = "MobileNetV2",
+    weights: str | Path | None = "imagenet",
+    alpha: float | None = 0.35,
+    dropout: float = 0.3,
+    n_classes: int = 2,
+) -> keras.Model:
+    """An ImageNet backbone (frozen at first) under a pooled, dropout-regularised head.
+
+    `weights` is 'imagenet' (downloads on first use), a local weights file (offline), or None.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    constructor, preprocess = BACKBONES[backbone]
+    kwargs = {"alpha": alpha} if backbone == "MobileNetV2" and alpha else {}
+    weights = str(weights) if isinstance(weights, Path) else weights
+    base = constructor(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), **kwargs
+    )
+    base.trainable = False
+    return keras.Sequential(
+        [
+            keras.Input((image_size, image_size, 1)),
+            GrayToRGB(),
+            *preprocess(),
+            base,
+            layers.GlobalAveragePooling2D(),
+            layers.Dropout(dropout),
+            _head(n_classes),
+        ],
+        name=f"transfer_{backbone.lower()}",
+    )
+
+
+def unfreeze_top(model: keras.Model, n_layers: int) -> None:
+    """Fine-tuning: make the top `n_layers` of the backbone trainable, BatchNorm kept frozen."""
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        top = i >= len(base.layers) - n_layers
+        layer.trainable = top and not isinstance(layer, layers.BatchNormalization)

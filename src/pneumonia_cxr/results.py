@@ -1,0 +1,104 @@
+"""Evaluate a trained model's probabilities and write its metrics and predictions under reports/.
+
+Each notebook writes its own files through these; the final notebook and README only read them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import TERNARY_CLASSES, XrayData
+from .evaluate import PUBLISHED, evaluate_binary, ternary_metrics
+from .train import read_json, save_predictions, write_json
+
+
+def record_binary(name: str, p_val, p_test, data: XrayData, dirs: dict, cfg: dict, **extra) -> dict:
+    """Threshold on validation for the target sensitivity, test metrics with patient-bootstrap CIs."""
+    _, y_val, rows_val = data.split("val")
+    _, y_test, rows_test = data.split("test")
+    result = {
+        "model": name, "task": "binary", "profile": cfg["profile"], "synthetic": data.synthetic,
+        **evaluate_binary(y_val, p_val, y_test, p_test, rows_test["patient"].to_numpy(),
+                          cfg.get("target_sensitivity", 0.95), cfg["n_boot"], cfg.get("seed", 0)),
+        **extra,
+    }
+    save_predictions(dirs["predictions"] / f"{name}_val.csv", rows_val, p_val, y_val)
+    save_predictions(dirs["predictions"] / f"{name}_test.csv", rows_test, p_test, y_test)
+    write_json(dirs["metrics"] / f"{name}.json", result)
+    return result
+
+
+def record_ternary(name: str, probs_val, probs_test, data: XrayData, dirs: dict, cfg: dict, **extra) -> dict:
+    _, y_val, rows_val = data.split("val", ternary=True)
+    _, y_test, rows_test = data.split("test", ternary=True)
+    result = {
+        "model": name, "task": "ternary", "profile": cfg["profile"], "synthetic": data.synthetic,
+        "classes": list(TERNARY_CLASSES),
+        "val": ternary_metrics(y_val, probs_val), "test": ternary_metrics(y_test, probs_test), **extra,
+    }
+    save_predictions(dirs["predictions"] / f"{name}_val.csv", rows_val, probs_val, y_val)
+    save_predictions(dirs["predictions"] / f"{name}_test.csv", rows_test, probs_test, y_test)
+    write_json(dirs["metrics"] / f"{name}.json", result)
+    return result
+
+
+def load_metrics(metrics_dir: str | Path) -> dict[str, dict]:
+    """Every model's metrics JSON under `metrics_dir`, by model name."""
+    out = {}
+    for f in sorted(Path(metrics_dir).glob("*.json")):
+        m = read_json(f)
+        if isinstance(m, dict) and "task" in m:
+            out[m["model"]] = m
+    return out
+
+
+def binary_table(metrics: dict[str, dict], with_published: bool = True) -> pd.DataFrame:
+    """One row per binary model: validation AUC (the selection criterion) and test metrics with CIs."""
+    rows = []
+    for name, m in metrics.items():
+        if m["task"] != "binary":
+            continue
+        t, ci = m["test"], m["test_ci95"]
+        fmt = lambda k: f"{t[k]:.3f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]"  # noqa: E731
+        rows.append({"model": name, "val AUC": f"{m['val']['roc_auc']:.3f}", "threshold": f"{m['threshold']:.3f}",
+                     "test AUC [95% CI]": fmt("roc_auc"), "accuracy": fmt("accuracy"),
+                     "sensitivity": fmt("sensitivity"), "specificity": fmt("specificity"), "n test": t["n"]})
+    table = pd.DataFrame(rows)
+    if with_published:
+        pub = PUBLISHED["Kermany et al. 2018 (binary)"]
+        table = pd.concat([table, pd.DataFrame([{
+            "model": "published: Kermany et al. 2018 (official test; selected on it)", "val AUC": "-",
+            "threshold": "-", "test AUC [95% CI]": f"{pub['roc_auc']:.3f}", "accuracy": f"{pub['accuracy']:.3f}",
+            "sensitivity": f"{pub['sensitivity']:.3f}", "specificity": f"{pub['specificity']:.3f}", "n test": 624}])],
+            ignore_index=True)
+    return table
+
+
+def ternary_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for name, m in metrics.items():
+        if m["task"] != "ternary":
+            continue
+        t = m["test"]
+        rows.append({"model": name, "val macro AUC": f"{m['val']['macro_ovr_auc']:.3f}",
+                     "test accuracy": f"{t['accuracy']:.3f}", "test macro OvR AUC": f"{t['macro_ovr_auc']:.3f}",
+                     "bacterial-vs-viral AUC": f"{t['bacterial_vs_viral']['roc_auc']:.3f}", "n test": t["n"]})
+    pub = PUBLISHED["Kermany et al. 2018 (bacterial vs viral)"]
+    rows.append({"model": "published: Kermany et al. 2018 (bacterial vs viral)", "val macro AUC": "-",
+                 "test accuracy": "-", "test macro OvR AUC": "-",
+                 "bacterial-vs-viral AUC": f"{pub['roc_auc']:.3f}", "n test": "-"})
+    return pd.DataFrame(rows)
+
+
+def choose_model(metrics: dict[str, dict]) -> str:
+    """The binary model with the best validation AUC: chosen without looking at test."""
+    binary = {k: m for k, m in metrics.items() if m["task"] == "binary"}
+    return max(binary, key=lambda k: binary[k]["val"]["roc_auc"])
+
+
+def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    df = pd.read_csv(pred_csv)
+    return df["y_true"].to_numpy(), df["p_pneumonia"].to_numpy()

@@ -1,0 +1,107 @@
+"""Run every notebook in order with papermill, with one profile:
+
+    python -m pneumonia_cxr.runner --profile full --data-dir data/chest_xray
+
+Executed notebooks replace the sources by default (so the repository shows the latest run);
+--executed-dir writes them elsewhere. --prepare-only injects the parameters without executing
+(for nbval). On failure it exits 1, naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+from .train import read_json, write_json
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = [
+    "notebooks/01_eda.ipynb",
+    "notebooks/02_baseline_dense.ipynb",
+    "notebooks/03_scratch_cnn.ipynb",
+    "notebooks/04_transfer_learning.ipynb",
+    "notebooks/05_ternary_classifier.ipynb",
+    "notebooks/06_keras_tuner_search.ipynb",
+    "final_notebook.ipynb",
+]
+
+
+def parameters(args) -> dict:
+    p = {
+        "profile": args.profile,
+        "data_dir": str(Path(args.data_dir).resolve()),
+        "cache_dir": str(Path(args.cache_dir).resolve()),
+        "output_dir": str(Path(args.output_dir).resolve()),
+        "models_dir": str(Path(args.models_dir).resolve()),
+        "seed": args.seed,
+    }
+    if args.weights_dir:
+        p["weights_dir"] = str(Path(args.weights_dir).resolve())
+    return p
+
+
+def peak_child_memory_mb() -> float:
+    """Peak resident memory of any finished child process (each notebook's kernel), in MB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=["smoke", "full"], default="full")
+    parser.add_argument("--data-dir", default="data/chest_xray")
+    parser.add_argument("--cache-dir", default="data/cache")
+    parser.add_argument("--output-dir", default="reports", help="metrics, figures and predictions")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--executed-dir", default=None, help="where executed notebooks go (default: in place)")
+    parser.add_argument("--weights-dir", default=None, help="folder with Keras ImageNet weight files (offline)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
+    parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not execute")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit: keep TF's C++ chatter out
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # about 1.8x faster convolutions on CPU
+    params = parameters(args)
+    notebooks = [n for n in NOTEBOOKS if not args.only or any(o in n for o in args.only)]
+    run_log = Path(args.output_dir) / "metrics" / "run.json"
+    log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "notebooks": {}}
+    if run_log.exists() and args.only and not args.prepare_only:
+        log["notebooks"] = read_json(run_log).get("notebooks", {})
+    start = time.perf_counter()
+    for i, nb in enumerate(notebooks, 1):
+        src = ROOT / nb
+        dst = Path(args.executed_dir) / Path(nb).name if args.executed_dir else src
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[{i}/{len(notebooks)}] {nb} -> {dst}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(src), str(dst), parameters=params, cwd=str(src.parent), kernel_name="python3",
+                prepare_only=args.prepare_only, progress_bar=False, log_output=False,
+                request_save_on_cell_execute=True,
+            )
+        except pm.PapermillExecutionError as exc:
+            print(f"FAILED: {nb}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\n"
+                  f"  the executed notebook with the traceback: {dst}", file=sys.stderr)
+            return 1
+        seconds = time.perf_counter() - t0
+        if not args.prepare_only:
+            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1)}
+            log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
+            log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
+            log["cpu_count"] = os.cpu_count()
+            write_json(run_log, log)
+            print(f"    done in {seconds:.0f} s", flush=True)
+    print(f"all {len(notebooks)} notebooks {'prepared' if args.prepare_only else 'ran'} in "
+          f"{time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

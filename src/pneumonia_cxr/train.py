@@ -1,0 +1,148 @@
+"""Fit with seeds and callbacks; save a model with the metadata it needs; save predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+MODEL_FORMAT = "pneumonia_cxr/1"  # marks metadata written by this project
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TF seeds, and deterministic TF ops: same seed and data, same metrics."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(model: keras.Model, learning_rate: float, n_classes: int = 2, label_smoothing: float = 0.0):
+    if n_classes <= 2:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+        metrics = [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        metrics = [keras.metrics.AUC(name="auc", multi_label=True), keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    return model
+
+
+def fit(model, train_ds, val_ds, epochs: int, class_weight=None, patience: int = 3, monitor: str = "val_auc"):
+    """Train with early stopping on validation (never test); keep the best epoch's weights."""
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3, patience=max(1, patience - 1)),
+    ]
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+        callbacks=callbacks, verbose=2,
+    )
+    return pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write JSON atomically (a crash never leaves half a file behind)."""
+    path = Path(path)
+    _atomic_write_text(path, json.dumps(obj, indent=1, default=_to_builtin) + "\n")
+    return path
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text())
+
+
+def _to_builtin(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def save_model(model: keras.Model, path: str | Path, *, image_size: int, resize: str, task: str,
+               classes: list[str], threshold: float | None = None, **extra) -> Path:
+    """Save `model` (.keras) and, beside it, the preprocessing and threshold it must be used with."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    meta = {
+        "format": MODEL_FORMAT, "task": task, "classes": classes, "image_size": image_size,
+        "resize": resize, "threshold": threshold, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(), **extra,
+    }
+    write_json(metadata_path(path), meta)
+    return path
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, or not one of this project's."""
+
+
+def load_model(path: str | Path) -> tuple[keras.Model, dict]:
+    """Load a saved model in safe mode with its metadata; clear errors for wrong files."""
+    import pneumonia_cxr.models  # noqa: F401  (registers the custom layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file does not exist")
+    meta_file = metadata_path(path)
+    if not meta_file.is_file():
+        raise ModelFileError(f"{path}: no metadata file {meta_file.name} beside it; not a pneumonia_cxr model")
+    try:
+        meta = read_json(meta_file)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{meta_file}: unreadable metadata ({exc})") from exc
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{meta_file}: not pneumonia_cxr metadata (format {meta.get('format')!r})")
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # keras raises many types for a bad archive
+        raise ModelFileError(f"{path}: cannot load Keras model ({type(exc).__name__}: {exc})") from exc
+    return model, meta
+
+
+def save_predictions(path: str | Path, rows: pd.DataFrame, probabilities: np.ndarray, y_true: np.ndarray) -> Path:
+    """One CSV row per image: relpath, patient, assigned split, true label, predicted probabilities."""
+    out = rows[["relpath", "patient", "split_assigned", "subtype"]].reset_index(drop=True).copy()
+    out["y_true"] = y_true
+    p = np.asarray(probabilities)
+    if p.ndim == 1 or p.shape[1] == 1:
+        out["p_pneumonia"] = p.reshape(-1)
+    else:
+        for i, name in enumerate(["normal", "bacteria", "virus"][: p.shape[1]]):
+            out[f"p_{name}"] = p[:, i]
+    path = Path(path)
+    _atomic_write_text(path, out.to_csv(index=False))
+    return path
