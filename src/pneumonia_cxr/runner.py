@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not execute")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit: keep TF's C++ chatter out
+    for var in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel", "ABSL_MIN_LOG_LEVEL"):
+        os.environ.setdefault(var, "3")  # kernels inherit: keep TF's C++ chatter out of notebooks
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # about 1.8x faster convolutions on CPU
     params = parameters(args)
     notebooks = [n for n in NOTEBOOKS if not args.only or any(o in n for o in args.only)]
