@@ -1,0 +1,58 @@
+# The analysis as a DAG:  venv -> data -> notebooks (papermill, in order) -> reports/
+#   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo)
+#   make test   set up, then unit tests and every notebook under nbval on the smoke profile
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   ?= $(if $(wildcard data/chest_xray),data/chest_xray,data/demo)
+SHARED := ../shared/data/chest_xray_224
+SMOKE_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),data/demo)
+WEIGHTS_DIR ?= $(if $(wildcard ../shared/weights),../shared/weights,)
+WEIGHTS := $(if $(WEIGHTS_DIR),--weights-dir $(WEIGHTS_DIR),)
+PROFILE ?= full
+export TF_ENABLE_ONEDNN_OPTS := 1
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+.PHONY: all test unit nbval venv analysis summary demo clean
+
+all: analysis
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+venv: $(VENV)/.installed
+
+data/demo/SYNTHETIC_DATASET.txt: | $(VENV)/.installed
+	$(PY) -m pneumonia_cxr.data.demo data/demo
+
+demo: data/demo/SYNTHETIC_DATASET.txt
+
+analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
+	@if [ "$(DATA)" = "data/demo" ]; then \
+	  echo "***************************************************************"; \
+	  echo "*** data/chest_xray not found: running on SYNTHETIC demo data ***"; \
+	  echo "*** (see README: get the real dataset with the Kaggle CLI)    ***"; \
+	  echo "***************************************************************"; fi
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
+
+summary: venv
+	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)
+
+test: unit nbval
+
+unit: venv
+	$(PY) -m pytest tests
+
+nbval: venv $(if $(filter data/demo,$(SMOKE_DATA)),demo,)
+	rm -rf build/smoke
+	$(PY) -m pneumonia_cxr.runner --profile smoke --prepare-only --data-dir $(SMOKE_DATA) \
+	  --cache-dir build/smoke/cache --output-dir build/smoke/reports --models-dir build/smoke/models \
+	  --executed-dir build/smoke/notebooks $(WEIGHTS)
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider build/smoke/notebooks
+
+clean:
+	rm -rf build data/cache models

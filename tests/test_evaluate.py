@@ -1,0 +1,56 @@
+"""Thresholds, metrics, bootstrap and prevalence arithmetic."""
+
+import numpy as np
+import pytest
+
+from pneumonia_cxr.evaluate import (assert_consistent, at_prevalence, binary_metrics, bootstrap_ci,
+                                    choose_threshold, robustness_table, ternary_metrics)
+
+
+@pytest.fixture
+def scores():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    return y, np.clip(0.35 * y + rng.normal(0.35, 0.18, 400), 0, 1)
+
+
+def test_threshold_reaches_target_sensitivity_on_validation(scores):
+    y, p = scores
+    t = choose_threshold(y, p, 0.95)
+    m = binary_metrics(y, p, t)
+    assert m["sensitivity"] >= 0.95
+    assert binary_metrics(y, p, t + 1e-6)["sensitivity"] < 0.95  # the highest such threshold
+    assert_consistent(m)
+
+
+def test_bootstrap_ci_brackets_the_estimate(scores):
+    y, p = scores
+    ci = bootstrap_ci(y, p, 0.5, groups=np.arange(len(y)) // 2, n_boot=300)
+    m = binary_metrics(y, p, 0.5)
+    for k in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+        assert ci[k][0] <= m[k] <= ci[k][1] and ci[k][1] - ci[k][0] < 0.2
+
+
+def test_prevalence_arithmetic():
+    r = at_prevalence({"sensitivity": 0.9, "specificity": 0.8}, 0.625)
+    assert r["accuracy"] == pytest.approx(0.625 * 0.9 + 0.375 * 0.8)
+    assert r["ppv"] == pytest.approx(0.5625 / (0.5625 + 0.075))
+
+
+def test_ternary_metrics_are_consistent():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    logits = rng.normal(size=(300, 3)) + 2 * np.eye(3)[y]
+    P = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    m = ternary_metrics(y, P)
+    assert np.sum(m["confusion_matrix"]) == 300
+    assert np.trace(m["confusion_matrix"]) / 300 == pytest.approx(m["accuracy"])
+    assert 0.5 < m["macro_ovr_auc"] <= 1 and 0.5 < m["bacterial_vs_viral"]["roc_auc"] <= 1
+
+
+def test_robustness_table_has_every_shift():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 255, (20, 32, 32)).astype(np.uint8)
+    y = np.r_[np.zeros(10), np.ones(10)].astype(int)
+    table = robustness_table(lambda im: im.mean((1, 2)) / 255, x, y, 0.5)
+    assert {"none", "contrast x0.7", "brightness +25", "gamma 1.5", "blur r=1.5", "resolution x0.5"} <= set(table["shift"])

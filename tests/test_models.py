@@ -1,0 +1,56 @@
+"""Models save in the Keras format, reload in safe mode with metadata, and explain with Grad-CAM."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pneumonia_cxr.models import build_scratch_cnn, build_transfer_model
+from pneumonia_cxr.train import ModelFileError, compile_model, load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model = compile_model(build_scratch_cnn(32, (4, 8)), 1e-3)
+    path = tmp_path_factory.mktemp("m") / "cnn.keras"
+    save_model(model, path, image_size=32, resize="squash", task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.4)
+    return model, path
+
+
+def test_reload_in_safe_mode_predicts_the_same(saved):
+    model, path = saved
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype("float32")
+    again, meta = load_model(path)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert meta["threshold"] == 0.4 and meta["image_size"] == 32
+
+
+def test_grad_cam_heat_map(saved):
+    from pneumonia_cxr.explain import grad_cam
+
+    cam, out = grad_cam(saved[0], np.random.default_rng(1).integers(0, 255, (32, 32)).astype("uint8"))
+    assert cam.shape == (32, 32) and 0 <= cam.min() and cam.max() <= 1 and out.shape == (1,)
+
+
+def test_load_errors_are_clear(tmp_path, saved):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "none.keras")
+    foreign = tmp_path / "other.keras"
+    foreign.write_bytes(saved[1].read_bytes())
+    with pytest.raises(ModelFileError, match="no metadata"):
+        load_model(foreign)
+    foreign.with_suffix(".json").write_text(json.dumps({"format": "someone-else"}))
+    with pytest.raises(ModelFileError, match="not pneumonia_cxr metadata"):
+        load_model(foreign)
+
+
+@pytest.mark.real_data
+def test_transfer_model_loads_local_imagenet_weights(real_224):
+    from conftest import WEIGHTS
+
+    w = WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    if not w.exists():
+        pytest.skip(f"{w} missing")
+    model = build_transfer_model(96, "MobileNetV2", w, 0.35)
+    base = next(layer for layer in model.layers if hasattr(layer, "layers"))
+    assert not base.trainable and np.abs(base.get_weights()[0]).sum() > 0
