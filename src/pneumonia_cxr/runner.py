@@ -46,6 +46,32 @@ def parameters(args) -> dict:
     return p
 
 
+_NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ", "To enable the following instructions")
+
+
+def clean_notebook(path: str | Path) -> None:
+    """nbdev-style tidy: drop TF's C++ start-up chatter and per-cell timing metadata."""
+    import nbformat
+
+    book = nbformat.read(str(path), as_version=4)
+    for cell in book.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.get("papermill", {}).clear()
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                out.text = "".join(line for line in out.text.splitlines(True) if not line.startswith(_NOISE))
+                if not out.text.strip():
+                    continue
+            kept.append(out)
+        cell.outputs = kept
+    book.metadata.get("papermill", {}).pop("start_time", None)
+    book.metadata.get("papermill", {}).pop("end_time", None)
+    nbformat.write(book, str(path))
+
+
 def peak_child_memory_mb() -> float:
     """Peak resident memory of any finished child process (each notebook's kernel), in MB."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -93,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         seconds = time.perf_counter() - t0
         if not args.prepare_only:
+            clean_notebook(dst)
             log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1)}
             log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)

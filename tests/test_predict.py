@@ -1,0 +1,51 @@
+"""The predict command on original-resolution X-rays with a small model trained here."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pneumonia_cxr import predict
+from pneumonia_cxr.models import build_scratch_cnn
+from pneumonia_cxr.train import compile_model, save_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, real_fullres):
+    from pneumonia_cxr.data import load_dataset
+
+    data = load_dataset(real_fullres, 48, tmp_path_factory.mktemp("cache"), seed=0)
+    x, y, _ = data.split("train")
+    model = compile_model(build_scratch_cnn(48, (8, 16, 32)), 3e-3)
+    model.fit(x[..., None].astype("float32"), y, epochs=2, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "cnn.keras"
+    save_model(model, path, image_size=48, resize="squash", task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    return path
+
+
+@pytest.mark.real_data
+def test_predict_original_resolution_rgb_and_gray(model_path, real_fullres, tmp_path, capsys):
+    from PIL import Image
+
+    files = sorted((real_fullres / "train").rglob("*.jpeg"))
+    modes = {Image.open(f).mode: f for f in files}
+    images = [str(modes["L"]), str(modes["RGB"]), str(files[-1])]
+    assert predict.main([*images, "--model", str(model_path), "--json", "--gradcam", str(tmp_path / "cam.png")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in rows] == images
+    for r in rows:
+        assert 0 <= r["p_pneumonia"] <= 1 and r["decision"] == ("PNEUMONIA" if r["p_pneumonia"] >= 0.5 else "NORMAL")
+        assert Image.open(r["gradcam"]).size[0] > 100
+
+
+@pytest.mark.real_data
+def test_predict_bad_inputs(model_path, tmp_path, capsys):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    assert predict.main([str(junk), "--model", str(model_path)]) == 3
+    assert "notes.txt" in capsys.readouterr().err
+    assert predict.main([str(junk), "--model", str(tmp_path / "missing.keras")]) == 2
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"PK\x03\x04 not really")
+    assert predict.main([str(junk), "--model", str(other)]) == 2
+    assert "no metadata" in capsys.readouterr().err
