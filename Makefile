@@ -38,6 +38,8 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 	  echo "*** (see README: get the real dataset with the Kaggle CLI)    ***"; \
 	  echo "***************************************************************"; fi
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
+	$(PY) -m pneumonia_cxr.report
+	$(PY) -m pneumonia_cxr.report --pdf
 
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)

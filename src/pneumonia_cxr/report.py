@@ -1,13 +1,21 @@
-"""The README's results tables, generated from reports/metrics (never typed by hand).
+"""The README's results tables, generated from reports/metrics (never typed by hand), and the PDF report.
 
     python -m pneumonia_cxr.report            # rewrite the block between the markers in README.md
     python -m pneumonia_cxr.report --check    # exit 1 if README.md differs from what reports/ gives
+    python -m pneumonia_cxr.report --pdf      # final_notebook.ipynb -> reports/final_report.pdf (code hidden)
+
+The PDF is nbconvert's HTML printed by a headless Chromium (Debian/Ubuntu: apt-get install chromium;
+macOS: brew install --cask chromium), which works offline, unlike nbconvert's webpdf browser download.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -54,12 +62,54 @@ def render_readme(readme: str, reports_dir="reports") -> str:
     return readme[:start] + "\n" + results_markdown(reports_dir) + "\n" + readme[stop:]
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+INSTALL_HINT = ("no headless Chromium found for the PDF export; install it with "
+                "`sudo apt-get install chromium` (Debian/Ubuntu) or `brew install --cask chromium` (macOS), "
+                "then run `python -m pneumonia_cxr.report --pdf`")
+
+
+def find_browser() -> str | None:
+    return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+
+
+def export_pdf(notebook: str | Path = "final_notebook.ipynb", pdf: str | Path = "reports/final_report.pdf") -> Path | None:
+    """Executed notebook -> HTML without code cells -> PDF printed by headless Chromium; None if no browser."""
+    from nbconvert import HTMLExporter
+
+    browser = find_browser()
+    if browser is None:
+        print(f"warning: {INSTALL_HINT}", file=sys.stderr)
+        return None
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    html, _ = exporter.from_filename(str(notebook))
+    html = html.replace("</head>", "<style>@page { size: A4; margin: 14mm; } body { font-size: 11px; }"
+                        " img { max-width: 100% !important; page-break-inside: avoid; }</style></head>", 1)
+    pdf = Path(pdf)
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        page, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
+        page.write_text(html)
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp}/profile",
+               "--no-pdf-header-footer", f"--print-to-pdf={out}", page.as_uri()]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+        if not out.exists() or out.stat().st_size == 0:
+            raise RuntimeError(f"{browser} wrote no PDF for {notebook}")
+        os.replace(out, pdf) if out.stat().st_dev == pdf.parent.stat().st_dev else shutil.move(out, pdf)
+    print(f"{pdf}: written from {notebook}")
+    return pdf
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readme", default="README.md")
     parser.add_argument("--reports", default="reports")
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--pdf", action="store_true", help="export final_notebook.ipynb to reports/final_report.pdf")
     args = parser.parse_args(argv)
+    if args.pdf:
+        export_pdf("final_notebook.ipynb", Path(args.reports) / "final_report.pdf")
+        return 0
     path = Path(args.readme)
     old = path.read_text()
     new = render_readme(old, args.reports)
