@@ -1,0 +1,157 @@
+"""Input pipeline and training speed of this project against Keras' stock loader, in one run.
+
+    python benchmarks/run.py              # full: writes reports/benchmarks.md and reports/benchmarks.json
+    python benchmarks/run.py --tiny OUT   # a few images, just to keep it working (CI)
+
+Ratios matter more than absolute numbers on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pneumonia_cxr.data import build_manifest, make_dataset, xray_augmentation  # noqa: E402
+from pneumonia_cxr.data.cache import build_image_cache  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def pil_loop(paths, size):
+    for p in paths:
+        with Image.open(p) as im:
+            np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR))
+
+
+def stock_dataset(folder, size, batch=32):
+    import keras
+
+    return keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", label_mode="binary", color_mode="grayscale", image_size=(size, size),
+        batch_size=batch, shuffle=True, seed=0, verbose=False)
+
+
+def epoch_time(ds):
+    t = time.perf_counter()
+    for _ in ds:
+        pass
+    return time.perf_counter() - t
+
+
+def decode_bench(folder: Path, size: int, limit: int | None):
+    table = build_manifest(folder).table
+    table = table[table["split"] == "train"]
+    if limit:
+        table = table.groupby("label").head(limit // 2)
+    n = len(table)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, cache = timed(lambda: build_image_cache(table, size, tmp))
+        cached_load, cache = timed(lambda: build_image_cache(table, size, tmp))
+    pil, _ = timed(lambda: pil_loop(table["path"], size))
+    if limit:
+        stock_first = stock_second = float("nan")
+    else:
+        ds = stock_dataset(folder / "train", size)
+        stock_first, stock_second = epoch_time(ds), epoch_time(ds)
+    labels = (cache.table["label"] == "PNEUMONIA").to_numpy()
+    ours_ds = make_dataset(cache.images, labels, 32, training=True, seed=0)
+    epoch_time(ours_ds)  # warm up tf.data
+    ours_epoch = epoch_time(ours_ds)
+    return {
+        "dataset": folder.name, "images": n, "size": size,
+        "first_pass_img_s": {"project": n / ours, "pil_loop_1_thread": n / pil, "keras_stock": n / stock_first},
+        "cached_reload_s": cached_load,
+        "epoch_input_s": {"project_cached": ours_epoch, "keras_stock": stock_second},
+    }
+
+
+def train_bench(folder: Path, size: int, n_steps: int):
+    import keras
+
+    from pneumonia_cxr.models import build_scratch_cnn
+    from pneumonia_cxr.train import compile_model
+
+    table = build_manifest(folder).table
+    table = table[table["split"] == "train"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = build_image_cache(table, size, tmp)
+    labels = (cache.table["label"] == "PNEUMONIA").to_numpy().astype("float32")
+    out = {}
+    feeds = {
+        "project_pipeline": make_dataset(cache.images, labels, 32, training=True, seed=0, augment=xray_augmentation(0)),
+        "project_pipeline_no_augmentation": make_dataset(cache.images, labels, 32, training=True, seed=0),
+        "keras_stock_loader": stock_dataset(folder / "train", size).map(lambda x, y: (x, y)),
+    }
+    for name, ds in feeds.items():
+        model = compile_model(build_scratch_cnn(size), 1e-3)
+        model.fit(ds.take(2), epochs=1, verbose=0)  # build and trace
+        seconds, _ = timed(lambda: model.fit(ds.take(n_steps).repeat(), steps_per_epoch=n_steps, epochs=1, verbose=0))
+        input_only = epoch_time(ds.take(n_steps))
+        out[name] = {"train_img_s": n_steps * 32 / seconds, "input_only_img_s": n_steps * 32 / input_only}
+    keras.backend.clear_session()
+    return out
+
+
+def write_markdown(r: dict, path: Path):
+    lines = ["# Benchmarks", "", f"Machine: {r['cpu_count']} CPU cores. Produced by `python benchmarks/run.py`; "
+             "raw numbers in `reports/benchmarks.json`.", "", "## Decode and input", "",
+             "| data | images | size | project first pass (img/s) | PIL loop, 1 thread (img/s) | Keras stock (img/s) | "
+             "project / PIL | cached epoch input, project (s) | epoch input, Keras stock (s) | stock / project |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for d in r["decode"]:
+        f, e = d["first_pass_img_s"], d["epoch_input_s"]
+        lines.append(f"| {d['dataset']} | {d['images']} | {d['size']} | {f['project']:.0f} | {f['pil_loop_1_thread']:.0f} | "
+                     f"{f['keras_stock']:.0f} | {f['project'] / f['pil_loop_1_thread']:.2f}x | {e['project_cached']:.2f} | "
+                     f"{e['keras_stock']:.2f} | {e['keras_stock'] / e['project_cached']:.0f}x |")
+    lines += ["", "## Training the scratch CNN (128 px), 32 images a step", "",
+              "| feed | training (img/s) | input alone (img/s) | input-bound? |", "|---|---|---|---|"]
+    for name, t in r["train"].items():
+        bound = "yes" if t["input_only_img_s"] < 2 * t["train_img_s"] else "no"
+        lines.append(f"| {name} | {t['train_img_s']:.0f} | {t['input_only_img_s']:.0f} | {bound} |")
+    if r.get("profiles"):
+        lines += ["", "## Profiles (from reports/metrics/run.json)", "", "| profile | wall time (min) | peak memory (MB) |",
+                  "|---|---|---|"]
+        for name, p in r["profiles"].items():
+            lines.append(f"| {name} | {p['wall_seconds'] / 60:.1f} | {p['peak_memory_mb']:.0f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", metavar="OUT_DIR", help="a few images only; write results to OUT_DIR")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.tiny) if args.tiny else Path("reports")
+    limit = 20 if args.tiny else None
+    r = {"cpu_count": os.cpu_count(), "tiny": bool(args.tiny), "decode": [
+        decode_bench(SHARED / "chest_xray_fullres_sample", 224, limit),
+        decode_bench(SHARED / "chest_xray_224", 224, limit),
+    ]}
+    r["train"] = train_bench(SHARED / "chest_xray_fullres_sample", 64 if args.tiny else 128, 2 if args.tiny else 12)
+    run_json = Path("reports/metrics/run.json")
+    if run_json.exists() and not args.tiny:
+        run = json.loads(run_json.read_text())
+        r["profiles"] = {run["profile"]: {k: run[k] for k in ("wall_seconds", "peak_memory_mb")}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "benchmarks.json").write_text(json.dumps(r, indent=1))
+    write_markdown(r, out_dir / "benchmarks.md")
+    print((out_dir / "benchmarks.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
