@@ -13,7 +13,7 @@ PROFILE ?= full
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis summary demo clean
+.PHONY: all test unit nbval venv analysis summary demo benchmark clean
 
 all: analysis
 
@@ -40,6 +40,9 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
 	$(PY) -m pneumonia_cxr.report
 	$(PY) -m pneumonia_cxr.report --pdf
+
+benchmark: venv
+	$(PY) benchmarks/run.py
 
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)
