@@ -1,0 +1,172 @@
+"""Decode every image once (grayscale, resized) into a compact on-disk uint8 array cache.
+
+The cache is keyed by the dataset's files (relative path, byte size, modification time), the
+target size and the resize mode, so a changed dataset or setting gets a new cache, never a stale
+one. A cache folder is written under a temporary name and renamed into place only when complete,
+so an interrupted build never leaves a half-written cache that a later step trusts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+RESIZE_MODES = ("squash", "letterbox")
+
+
+class ImageDecodeError(ValueError):
+    """An image file could not be decoded; the message names the file."""
+
+
+def load_image(path: str | Path, size: int, resize: str = "squash") -> np.ndarray:
+    """Decode one X-ray to a (size, size) uint8 grayscale array: the one preprocessing used everywhere.
+
+    squash (default) stretches the whole image to a square, as the public 224 px release already
+    is; letterbox keeps the aspect ratio and pads with black.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    try:
+        with Image.open(path) as img:
+            img.draft("L", (size, size))  # JPEG DCT scaling: decode big originals at reduced size
+            gray = img.convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+    if resize == "letterbox":
+        gray = ImageOps.pad(gray, (size, size), method=Image.Resampling.BILINEAR, color=0)
+    else:
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def _decode_with_hash(path: str, size: int, resize: str):
+    try:
+        with Image.open(path) as img:
+            img.draft("L", (size, size))
+            gray = img.convert("L")
+        pixel_hash = hashlib.sha1(gray.tobytes() + repr(gray.size).encode()).hexdigest()
+        if resize == "letterbox":
+            gray = ImageOps.pad(gray, (size, size), method=Image.Resampling.BILINEAR, color=0)
+        else:
+            gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(gray, dtype=np.uint8), pixel_hash, ""
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return None, "", f"cannot decode image ({exc})"
+
+
+def dataset_fingerprint(table: pd.DataFrame) -> str:
+    """Hash of every file's relative path, byte size and modification time."""
+    digest = hashlib.sha256()
+    for path, rel in zip(table["path"], table["relpath"]):
+        stat = os.stat(path)
+        digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class ImageCache:
+    """Decoded images and the manifest rows they belong to (row i of `table` is images[i])."""
+
+    images: np.ndarray  # (N, size, size) uint8
+    table: pd.DataFrame  # manifest rows plus pixel_hash
+    skipped: Counter
+    skipped_files: list[tuple[str, str]]
+    folder: Path
+    built: bool
+    seconds: float
+
+
+def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
+    raw = f"v{CACHE_VERSION}|{size}|{resize}|{dataset_fingerprint(table)}"
+    return f"{size}px-{resize}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
+
+
+def build_image_cache(
+    table: pd.DataFrame,
+    size: int,
+    cache_dir: str | Path,
+    resize: str = "squash",
+    workers: int | None = None,
+) -> ImageCache:
+    """Load the cache for these manifest rows at this size, building it first if absent."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    start = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    folder = cache_dir / cache_key(table, size, resize)
+    built = False
+    if not (folder / "meta.json").exists():
+        _write_cache(table, size, resize, folder, workers or os.cpu_count() or 1)
+        built = True
+    images = np.load(folder / "images.npy")
+    index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    by_rel = table.set_index("relpath")
+    kept = by_rel.loc[index["relpath"]].reset_index()
+    kept["pixel_hash"] = index["pixel_hash"].to_numpy()
+    kept = kept[list(table.columns) + ["pixel_hash"]]
+    return ImageCache(
+        images=images,
+        table=kept,
+        skipped=Counter(meta["skipped"]),
+        skipped_files=[tuple(x) for x in meta["skipped_files"]],
+        folder=folder,
+        built=built,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, workers: int) -> None:
+    log.info("decoding %d images at %d px (%s) into %s", len(table), size, resize, folder)
+    paths = table["path"].tolist()
+    # Pillow releases the GIL while decoding, so threads use every core without pickling arrays.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda p: _decode_with_hash(p, size, resize), paths, chunksize=16))
+    ok = [i for i, (arr, _, _) in enumerate(results) if arr is not None]
+    skipped_files = [(paths[i], results[i][2]) for i in range(len(paths)) if results[i][0] is None]
+    for path, why in skipped_files:
+        log.warning("skipped %s: %s", path, why)
+    images = np.stack([results[i][0] for i in ok]) if ok else np.zeros((0, size, size), np.uint8)
+    index = pd.DataFrame({
+        "relpath": table["relpath"].to_numpy()[ok] if ok else [],
+        "pixel_hash": [results[i][1] for i in ok],
+    })
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        np.save(tmp / "images.npy", images)
+        index.to_csv(tmp / "index.csv", index=False)
+        meta = {
+            "size": size,
+            "resize": resize,
+            "n_images": int(len(ok)),
+            "skipped": {"cannot decode image": len(skipped_files)} if skipped_files else {},
+            "skipped_files": skipped_files,
+            "cache_version": CACHE_VERSION,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, folder)  # atomic: the cache appears complete or not at all
+        except OSError:
+            if not (folder / "meta.json").exists():  # another process did not win the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,169 @@
+"""Find the images of a chest X-ray dataset under one root folder and describe each in a manifest.
+
+Layouts understood (class and split folder names in any case):
+- Kaggle:   chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg  (also the zip's nested
+            chest_xray/chest_xray copy and its __MACOSX junk, both ignored)
+- Mendeley: CellData/chest_xray/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg
+- the root itself holding {train,val,test}/...
+
+The raw folder is only ever read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+CLASSES = ("NORMAL", "PNEUMONIA")
+SUBTYPES = ("normal", "bacteria", "virus")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+IGNORED_DIRS = {"__macosx"}
+
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_", re.IGNORECASE),
+    re.compile(r"^(NORMAL2-IM-\d+)-\d+", re.IGNORECASE),
+    re.compile(r"^(IM-\d+)-\d+", re.IGNORECASE),
+)
+
+MANIFEST_COLUMNS = [
+    "path", "relpath", "split", "label", "subtype", "patient", "width", "height", "mode",
+]
+
+
+class DatasetError(ValueError):
+    """The dataset folder cannot be used; the message names the path and what is wrong."""
+
+
+@dataclass
+class Manifest:
+    """One row per usable image, plus what was skipped and why."""
+
+    root: Path
+    table: pd.DataFrame
+    skipped: Counter = field(default_factory=Counter)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def has_test(self) -> bool:
+        return bool((self.table["split"] == "test").any())
+
+
+def parse_patient(filename: str) -> str | None:
+    """Patient id from a Kermany file name: personN, IM-XXXX or NORMAL2-IM-XXXX; None if unknown."""
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(filename)
+        if match:
+            pid = match.group(1)
+            return pid.lower() if pid.lower().startswith("person") else pid.upper()
+    return None
+
+
+def parse_subtype(filename: str, label: str) -> str:
+    """normal / bacteria / virus; 'unknown' for a PNEUMONIA file whose name says neither."""
+    if label == "NORMAL":
+        return "normal"
+    name = filename.lower()
+    if "bacteria" in name:
+        return "bacteria"
+    if "virus" in name:
+        return "virus"
+    return "unknown"
+
+
+def _child_dirs(folder: Path) -> dict[str, Path]:
+    return {
+        p.name.lower(): p
+        for p in sorted(folder.iterdir())
+        if p.is_dir() and p.name.lower() not in IGNORED_DIRS and not p.name.startswith(".")
+    }
+
+
+def _is_split_dir(folder: Path) -> bool:
+    return any(name.lower() in {c.lower() for c in CLASSES} for name in _child_dirs(folder))
+
+
+def find_dataset_root(root: str | Path) -> Path:
+    """The shallowest folder under `root` whose children are split folders holding class folders."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    queue = [root]
+    while queue:  # breadth-first, so the zip's nested chest_xray/chest_xray copy is never used
+        folder = queue.pop(0)
+        children = _child_dirs(folder)
+        if any(s in children and _is_split_dir(children[s]) for s in SPLITS):
+            return folder
+        queue.extend(children.values())
+    raise DatasetError(
+        f"{root}: no recognizable dataset layout; expected "
+        "<root>/[chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (Kaggle) "
+        "or <root>/CellData/chest_xray/{train,test}/... (Mendeley)"
+    )
+
+
+def _image_header(path: Path) -> tuple[int, int, str]:
+    """Width, height and mode from the header (no full decode)."""
+    with Image.open(path) as img:
+        return img.width, img.height, img.mode
+
+
+def build_manifest(root: str | Path) -> Manifest:
+    """Scan `root` and return the manifest; unreadable or non-image files are counted skips."""
+    root = Path(root)
+    data_root = find_dataset_root(root)
+    rows, skipped, skipped_files = [], Counter(), []
+    splits = _child_dirs(data_root)
+    for split in SPLITS:
+        if split not in splits:
+            continue
+        classes = _child_dirs(splits[split])
+        for label in CLASSES:
+            class_dir = classes.get(label.lower())
+            if class_dir is None:
+                raise DatasetError(f"{splits[split]}: class folder {label}/ is missing")
+            files = sorted(p for p in class_dir.iterdir() if p.is_file())
+            images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            for other in sorted(set(files) - set(images)):
+                skipped["not an image file"] += 1
+                skipped_files.append((str(other), "not an image file"))
+                log.info("skipped %s: not an image file", other)
+            if not images:
+                raise DatasetError(f"{class_dir}: class folder holds no .jpeg/.jpg/.png images")
+            for path in images:
+                try:
+                    width, height, mode = _image_header(path)
+                except (UnidentifiedImageError, OSError) as exc:
+                    skipped["unreadable image"] += 1
+                    skipped_files.append((str(path), f"unreadable image: {exc}"))
+                    log.warning("skipped %s: unreadable image (%s)", path, exc)
+                    continue
+                patient = parse_patient(path.name)
+                if patient is None:  # keep the image, alone in its own patient group
+                    skipped["patient id not in file name (kept as its own patient)"] += 1
+                    patient = f"file:{path.stem}"
+                rows.append({
+                    "path": str(path),
+                    "relpath": path.relative_to(data_root).as_posix(),
+                    "split": split,
+                    "label": label,
+                    "subtype": parse_subtype(path.name, label),
+                    "patient": patient,
+                    "width": width,
+                    "height": height,
+                    "mode": mode,
+                })
+    table = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if "train" not in splits:
+        raise DatasetError(f"{data_root}: no train/ split folder")
+    return Manifest(root=data_root, table=table, skipped=skipped, skipped_files=skipped_files)
