@@ -282,6 +282,7 @@ val_ds = make_dataset(x_va, y_va, 128)'''),
 tuner = search(build, train_ds, val_ds, cfg["tuner_max_trials"], cfg["tuner_epochs"], Path(models_dir) / "tuner",
                seed, class_weights(y_tr))
 trials = trials_table(tuner)
+assert (trials["status"] == "COMPLETED").all(), "a tuner trial failed: see its message above"
 trials.to_csv(dirs["metrics"] / "tuner_trials.csv", index=False)
 trials.round(4)'''),
     ("md", "## Retrain the best configuration"),

@@ -33,6 +33,6 @@ def search(build, train_ds, val_ds, max_trials: int, epochs: int, directory, see
 
 
 def trials_table(tuner) -> pd.DataFrame:
-    rows = [{"trial": t.trial_id, **t.hyperparameters.values, "val_auc": t.score}
+    rows = [{"trial": t.trial_id, "status": t.status, **t.hyperparameters.values, "val_auc": t.score}
             for t in tuner.oracle.trials.values()]
     return pd.DataFrame(rows).sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)
