@@ -49,8 +49,21 @@ def parameters(args) -> dict:
 _NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ", "To enable the following instructions")
 
 
+def _smaller_png(b64: str) -> str:
+    """The same figure as a 256-colour PNG (a third of the size for plots), if that is smaller."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = base64.b64decode(b64)
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(raw)).convert("RGB").quantize(256).save(buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode() if buf.tell() < len(raw) else b64
+
+
 def clean_notebook(path: str | Path) -> None:
-    """nbdev-style tidy: drop TF's C++ start-up chatter and per-cell timing metadata."""
+    """nbdev-style tidy: drop TF's C++ start-up chatter and per-cell timing metadata; shrink figures."""
     import nbformat
 
     book = nbformat.read(str(path), as_version=4)
@@ -65,6 +78,8 @@ def clean_notebook(path: str | Path) -> None:
                 out.text = "".join(line for line in out.text.splitlines(True) if not line.startswith(_NOISE))
                 if not out.text.strip():
                     continue
+            if "image/png" in out.get("data", {}):
+                out.data["image/png"] = _smaller_png(out.data["image/png"])
             kept.append(out)
         cell.outputs = kept
     book.metadata.get("papermill", {}).pop("start_time", None)
