@@ -34,6 +34,24 @@ class ImageDecodeError(ValueError):
     """An image file could not be decoded; the message names the file."""
 
 
+def _decode_gray(path, size: int) -> Image.Image:
+    """Grayscale PIL image; ImageDecodeError naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            img.draft("L", (size, size))  # JPEG DCT scaling: decode big originals at reduced size
+            return img.convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def _to_square(gray: Image.Image, size: int, resize: str) -> np.ndarray:
+    if resize == "letterbox":
+        gray = ImageOps.pad(gray, (size, size), method=Image.Resampling.BILINEAR, color=0)
+    else:
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
 def load_image(path: str | Path, size: int, resize: str = "squash") -> np.ndarray:
     """Decode one X-ray to a (size, size) uint8 grayscale array: the one preprocessing used everywhere.
 
@@ -42,32 +60,17 @@ def load_image(path: str | Path, size: int, resize: str = "squash") -> np.ndarra
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
-    try:
-        with Image.open(path) as img:
-            img.draft("L", (size, size))  # JPEG DCT scaling: decode big originals at reduced size
-            gray = img.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
-    if resize == "letterbox":
-        gray = ImageOps.pad(gray, (size, size), method=Image.Resampling.BILINEAR, color=0)
-    else:
-        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8)
+    return _to_square(_decode_gray(path, size), size, resize)
 
 
 def _decode_with_hash(path: str, size: int, resize: str):
+    """(array, pixel hash, '') or (None, '', why): the cache's per-file step, never raising."""
     try:
-        with Image.open(path) as img:
-            img.draft("L", (size, size))
-            gray = img.convert("L")
-        pixel_hash = hashlib.sha1(gray.tobytes() + repr(gray.size).encode()).hexdigest()
-        if resize == "letterbox":
-            gray = ImageOps.pad(gray, (size, size), method=Image.Resampling.BILINEAR, color=0)
-        else:
-            gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(gray, dtype=np.uint8), pixel_hash, ""
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        return None, "", f"cannot decode image ({exc})"
+        gray = _decode_gray(path, size)
+    except ImageDecodeError as exc:
+        return None, "", str(exc).split(": ", 1)[1]
+    pixel_hash = hashlib.sha1(gray.tobytes() + repr(gray.size).encode()).hexdigest()
+    return _to_square(gray, size, resize), pixel_hash, ""
 
 
 def dataset_fingerprint(table: pd.DataFrame) -> str:
