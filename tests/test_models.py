@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pneumonia_cxr.models import build_scratch_cnn, build_transfer_model
+from pneumonia_cxr.models import HistogramEqualization, build_ensemble, build_scratch_cnn, build_transfer_model
 from pneumonia_cxr.train import ModelFileError, compile_model, load_model, save_model
 
 
@@ -54,3 +54,31 @@ def test_transfer_model_loads_local_imagenet_weights(real_224):
     model = build_transfer_model(96, "MobileNetV2", w, 0.35)
     base = next(layer for layer in model.layers if hasattr(layer, "layers"))
     assert not base.trainable and np.abs(base.get_weights()[0]).sum() > 0
+
+
+def test_histogram_equalization_ignores_monotone_exposure_changes():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    darker_lower_contrast = np.round(40 + 150 * (x / 255) ** 1.6)  # gamma, contrast and brightness at once
+    he = HistogramEqualization()
+    a, b = he(x).numpy(), he(darker_lower_contrast).numpy()
+    assert a.min() == 0 and a.max() == 255
+    assert np.abs(a - b).mean() < 4.0, "equalised images should nearly coincide"  # merged grey levels differ a little
+    assert np.abs(x - darker_lower_contrast).mean() > 20
+
+
+def test_ensemble_of_two_sizes_averages_and_reloads(tmp_path, saved):
+    small = saved[0]  # 32 px
+    other = compile_model(build_scratch_cnn(48, (4,), name="other_cnn"), 1e-3)
+    ensemble = build_ensemble([small, other], 48)
+    x = np.random.default_rng(2).integers(0, 255, (3, 48, 48, 1)).astype("float32")
+    import keras
+
+    p_small = small.predict(keras.layers.Resizing(32, 32, antialias=True)(x), verbose=0)
+    expected = (p_small + other.predict(x, verbose=0)) / 2
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, atol=1e-5)
+    path = save_model(ensemble, tmp_path / "ens.keras", image_size=48, resize="squash", task="binary",
+                      classes=["NORMAL", "PNEUMONIA"], threshold=0.5, members=["cnn", "other_cnn"])
+    again, meta = load_model(path)
+    np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-5)
+    assert meta["members"] == ["cnn", "other_cnn"]

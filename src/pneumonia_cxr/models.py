@@ -23,6 +23,24 @@ class PerImageStandardization(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="pneumonia_cxr")
+class HistogramEqualization(layers.Layer):
+    """Equalise each image's grey-level histogram: any monotone change of exposure, contrast or gamma
+    between machines maps to (nearly) the same image. Input and output in [0, 255]."""
+
+    def call(self, x):
+        import tensorflow as tf  # bincount and batched gather have no keras.ops equivalent
+
+        shape = tf.shape(x)
+        levels = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.int32)
+        flat = tf.reshape(levels, [shape[0], -1])
+        hist = tf.math.bincount(flat, minlength=256, maxlength=256, axis=-1, dtype=tf.float32)
+        cdf = tf.cumsum(hist, axis=1)
+        cdf_min = tf.reduce_min(tf.where(hist > 0, cdf, tf.reduce_max(cdf, 1, keepdims=True)), 1, keepdims=True)
+        lut = 255.0 * (cdf - cdf_min) / tf.maximum(cdf[:, -1:] - cdf_min, 1.0)
+        return tf.reshape(tf.gather(lut, flat, batch_dims=1), shape)
+
+
+@keras.saving.register_keras_serializable(package="pneumonia_cxr")
 class GrayToRGB(layers.Layer):
     """Repeat the gray channel three times for ImageNet backbones."""
 
@@ -60,8 +78,13 @@ def build_scratch_cnn(
     filters: tuple[int, ...] = (16, 32, 64, 96, 128),
     dropout: float = 0.3,
     n_classes: int = 2,
+    equalize: bool = True,
+    name: str = "scratch_cnn",
 ) -> keras.Model:
-    """Conv-BN-ReLU-pool blocks, global pooling, dropout: small enough to train on a CPU."""
+    """Conv-BN-ReLU-pool blocks, global pooling, dropout: small enough to train on a CPU.
+
+    `equalize` puts histogram equalisation before per-image standardisation (acquisition invariance).
+    """
     blocks = []
     for f in filters:
         blocks += [
@@ -73,13 +96,14 @@ def build_scratch_cnn(
     return keras.Sequential(
         [
             keras.Input((image_size, image_size, 1)),
+            *([HistogramEqualization()] if equalize else []),
             PerImageStandardization(),
             *blocks,
             layers.GlobalAveragePooling2D(),
             layers.Dropout(dropout),
             _head(n_classes),
         ],
-        name="scratch_cnn",
+        name=name,
     )
 
 
@@ -104,10 +128,12 @@ def build_transfer_model(
     alpha: float | None = 0.35,
     dropout: float = 0.3,
     n_classes: int = 2,
+    equalize: bool = True,
 ) -> keras.Model:
     """An ImageNet backbone (frozen at first) under a pooled, dropout-regularised head.
 
-    `weights` is 'imagenet' (downloads on first use), a local weights file (offline), or None.
+    `weights` is 'imagenet' (downloads on first use), a local weights file (offline), or None;
+    `equalize` applies histogram equalisation to the gray image first.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
@@ -121,6 +147,7 @@ def build_transfer_model(
     return keras.Sequential(
         [
             keras.Input((image_size, image_size, 1)),
+            *([HistogramEqualization()] if equalize else []),
             GrayToRGB(),
             *preprocess(),
             base,
@@ -139,3 +166,18 @@ def unfreeze_top(model: keras.Model, n_layers: int) -> None:
     for i, layer in enumerate(base.layers):
         top = i >= len(base.layers) - n_layers
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
+
+
+def build_ensemble(members: list[keras.Model], image_size: int, name: str = "ensemble") -> keras.Model:
+    """Average the members' probabilities; each member sees the input resized to its own size.
+
+    Models trained at different sizes and from different starts make different mistakes, and their
+    average is usually better calibrated and steadier under a shift than any one of them.
+    """
+    inputs = keras.Input((image_size, image_size, 1))
+    outputs = []
+    for member in members:
+        size = member.input_shape[1]
+        x = inputs if size == image_size else layers.Resizing(size, size, antialias=True, name=f"to_{member.name}")(inputs)
+        outputs.append(member(x))
+    return keras.Model(inputs, layers.Average(name="mean_probability")(outputs), name=name)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import TERNARY_CLASSES, XrayData
-from .evaluate import PUBLISHED, evaluate_binary, ternary_metrics
-from .train import read_json, save_predictions, write_json
+from .data import TERNARY_CLASSES, XrayData, make_dataset
+from .evaluate import PUBLISHED, assert_consistent, choose_threshold, evaluate_binary, robustness_table, ternary_metrics
+from .train import load_model, read_json, save_model, save_predictions, write_json
 
 
 def record_binary(name: str, p_val, p_test, data: XrayData, dirs: dict, cfg: dict, **extra) -> dict:
@@ -29,6 +29,40 @@ def record_binary(name: str, p_val, p_test, data: XrayData, dirs: dict, cfg: dic
     save_predictions(dirs["predictions"] / f"{name}_test.csv", rows_test, p_test, y_test)
     write_json(dirs["metrics"] / f"{name}.json", result)
     return result
+
+
+def predict_binary(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return model.predict(make_dataset(images, None, batch_size), verbose=0).ravel()
+
+
+def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: dict, models_dir,
+                           **extra) -> tuple[dict, pd.DataFrame]:
+    """The end of every binary model's notebook, in the order that keeps test out of every choice:
+
+    threshold on validation -> save with that threshold -> reload in safe mode (must predict the same)
+    -> predict the test split once -> metrics with CIs -> robustness table under acquisition shifts.
+    """
+    x_va, y_va, _ = data.split("val")
+    p_va = predict_binary(model, x_va)
+    threshold = choose_threshold(y_va, p_va, cfg["target_sensitivity"])
+    path = save_model(model, Path(models_dir) / f"{name}.keras", image_size=cfg["image_size"], resize="squash",
+                      task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=threshold, **extra)
+    reloaded, _ = load_model(path)
+    assert np.allclose(predict_binary(reloaded, x_va), p_va, atol=1e-5), f"{path}: reloaded model predicts differently"
+    x_te, y_te, _ = data.split("test")
+    result = record_binary(name, p_va, predict_binary(reloaded, x_te), data, dirs, cfg, model_file=str(path),
+                           image_size=cfg["image_size"], **extra)
+    assert_consistent(result["test"]), assert_consistent(result["val"])
+    assert result["threshold"] == threshold
+    robustness = robustness_table(lambda x: predict_binary(reloaded, x), x_te, y_te, threshold)
+    _atomic_csv(robustness, dirs["metrics"] / f"{name}_robustness.csv")
+    return result, robustness
+
+
+def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def record_ternary(name: str, probs_val, probs_test, data: XrayData, dirs: dict, cfg: dict, **extra) -> dict:

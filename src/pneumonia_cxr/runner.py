@@ -18,7 +18,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from .train import read_json, write_json
+from .train import git_commit, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [
@@ -28,6 +28,7 @@ NOTEBOOKS = [
     "notebooks/04_transfer_learning.ipynb",
     "notebooks/05_ternary_classifier.ipynb",
     "notebooks/06_keras_tuner_search.ipynb",
+    "notebooks/07_ensemble.ipynb",
     "final_notebook.ipynb",
 ]
 
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     params = parameters(args)
     notebooks = [n for n in NOTEBOOKS if not args.only or any(o in n for o in args.only)]
     run_log = Path(args.output_dir) / "metrics" / "run.json"
-    log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "notebooks": {}}
+    log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "git_commit": git_commit(),
+           "notebooks": {}}
     if run_log.exists() and args.only and not args.prepare_only:
         log["notebooks"] = read_json(run_log).get("notebooks", {})
     start = time.perf_counter()

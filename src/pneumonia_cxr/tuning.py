@@ -16,7 +16,7 @@ def cnn_hypermodel(image_size: int):
         blocks = hp.Int("blocks", 3, 5)
         base = hp.Choice("base_filters", [8, 16, 32])
         filters = tuple(min(base * 2**i, 128) for i in range(blocks))
-        model = build_scratch_cnn(image_size, filters, hp.Float("dropout", 0.1, 0.5, step=0.1))
+        model = build_scratch_cnn(image_size, filters, hp.Float("dropout", 0.1, 0.5, step=0.1), name="tuned_cnn")
         return compile_model(model, hp.Choice("learning_rate", [3e-3, 1e-3, 3e-4]))
 
     return build

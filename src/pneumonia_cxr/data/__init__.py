@@ -11,6 +11,6 @@ __all__ = [
     "labels_of", "load_dataset", "load_image", "parse_patient", "split_by_patient", "summarize",
 ]
 
-from .pipeline import class_weights, make_dataset, xray_augmentation  # noqa: E402
+from .pipeline import augment_acquisition, class_weights, make_dataset  # noqa: E402
 
-__all__ += ["class_weights", "make_dataset", "xray_augmentation"]
+__all__ += ["augment_acquisition", "class_weights", "make_dataset"]

@@ -1,29 +1,90 @@
-"""tf.data on top of the image cache: shuffle, augment, batch, prefetch; and class weights."""
+"""tf.data on top of the image cache: shuffle indices, gather a batch, augment it, prefetch; class weights.
+
+Batches are gathered from the in-memory uint8 cache by index (one gather per batch, not one element at a
+time), and augmentation is a handful of fused, batched TF ops with stateless seeds: fast on two cores
+and the same for the same seed.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+# Acquisition augmentation at strength 1: ranges of the per-image random draws
+AUGMENTATION = {
+    "rotation_deg": 8.0,  # patient positioning
+    "zoom": 0.10,  # field of view: scale 1 +- 0.10
+    "shift": 0.05,  # fraction of the image side
+    "gamma": 0.4,  # exp(U(-0.4, 0.4)): film / detector response curve
+    "contrast": 0.3,  # x(1 +- 0.3) about the image mean
+    "brightness": 25.0,  # +- grey levels
+    "blur": (-0.6, 1.0),  # blend towards a Gaussian blur (>0) or away from it, i.e. sharpen (<0)
+    "low_res_fraction": 0.3,  # images of a batch shown at a lower resolution (down- then up-sampled)
+    "low_res_scale": (0.4, 0.9),
+}
 
-def xray_augmentation(seed: int, strength: float = 1.0):
-    """Augment acquisition, not anatomy: small rotations, shifts and zoom; contrast and brightness.
 
-    Never flips: a vertically flipped chest does not occur, and a horizontal flip moves the heart.
+def _gaussian_blur(images, sigma: float = 1.5):
+    import tensorflow as tf
+
+    radius = math.ceil(2 * sigma)
+    g = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    g = tf.constant(g / g.sum(), tf.float32)
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    out = tf.nn.conv2d(padded, tf.reshape(g, [-1, 1, 1, 1]), 1, "VALID")  # separable: rows, then columns
+    return tf.nn.conv2d(out, tf.reshape(g, [1, -1, 1, 1]), 1, "VALID")
+
+
+def augment_acquisition(images, seed, strength: float = 1.0):
+    """Augment how an X-ray was acquired, not the anatomy, for a float (B, H, W, 1) batch in [0, 255].
+
+    Per image: small rotation, zoom and shift (one affine warp); gamma, contrast and brightness; blur or
+    sharpen; and for some images a lower resolution. Never flips: a mirrored chest moves the heart.
+    `seed` is a stateless seed, shape (2,): the same seed gives the same batch.
     """
-    import keras
+    import tensorflow as tf
 
-    s = strength
-    return keras.Sequential(
-        [
-            keras.layers.RandomRotation(0.03 * s, fill_mode="constant", seed=seed),  # about +-10 degrees
-            keras.layers.RandomTranslation(0.05 * s, 0.05 * s, fill_mode="constant", seed=seed + 1),
-            keras.layers.RandomZoom((-0.1 * s, 0.1 * s), fill_mode="constant", seed=seed + 2),
-            keras.layers.RandomContrast(0.3 * s, value_range=(0, 255), seed=seed + 3),
-            keras.layers.RandomBrightness(0.15 * s, value_range=(0, 255), seed=seed + 4),
-        ],
-        name="xray_augmentation",
-    )
+    a, s = AUGMENTATION, strength
+    shape = tf.shape(images)
+    b, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 10)
+
+    def uniform(i, lo, hi, n=None):
+        return tf.random.stateless_uniform([b if n is None else n], seeds[i], lo, hi)
+
+    # one affine warp = rotation, zoom and shift; the transform maps output pixels to input pixels
+    theta = uniform(0, -1.0, 1.0) * a["rotation_deg"] * s * math.pi / 180
+    zoom = 1 + uniform(1, -1.0, 1.0) * a["zoom"] * s
+    tx, ty = uniform(2, -1.0, 1.0) * a["shift"] * s * w, uniform(3, -1.0, 1.0) * a["shift"] * s * h
+    cos, sin = tf.cos(theta) / zoom, tf.sin(theta) / zoom
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, sin, cx - cos * cx - sin * cy - tx,
+                           -sin, cos, cy + sin * cx - cos * cy - ty, zeros, zeros], axis=1)
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+
+    # a lower resolution for some images (one random scale per batch)
+    scale = uniform(4, *a["low_res_scale"], n=1)[0]
+    small = tf.image.resize(x, tf.cast(tf.round(tf.cast(shape[1:3], tf.float32) * scale), tf.int32), "bilinear")
+    low_res = tf.image.resize(small, shape[1:3], "bilinear")
+    pick = uniform(5, 0.0, 1.0) < a["low_res_fraction"] * min(s, 1.0)
+    x = tf.where(pick[:, None, None, None], low_res, x)
+
+    # blur (> 0) or sharpen (< 0) by blending with a Gaussian-blurred copy
+    k = uniform(6, a["blur"][0] * s, a["blur"][1] * s)[:, None, None, None]
+    x = tf.clip_by_value(x + k * (_gaussian_blur(x) - x), 0.0, 255.0)
+
+    # gamma, then contrast about the image mean, then brightness
+    gamma = tf.exp(uniform(7, -a["gamma"] * s, a["gamma"] * s))[:, None, None, None]
+    x = 255.0 * tf.pow(x / 255.0 + 1e-6, gamma)
+    contrast = (1 + uniform(8, -a["contrast"] * s, a["contrast"] * s))[:, None, None, None]
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    brightness = uniform(9, -a["brightness"] * s, a["brightness"] * s)[:, None, None, None]
+    return tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
 
 
 def make_dataset(
@@ -32,26 +93,33 @@ def make_dataset(
     batch_size: int = 32,
     training: bool = False,
     seed: int = 42,
-    augment=None,
+    augment: float = 0.0,
 ):
-    """Batches of float32 (B, H, W, 1) images in [0, 255] (models rescale), with labels if given."""
+    """Batches of float32 (B, H, W, 1) images in [0, 255] (models rescale), with labels if given.
+
+    `training` reshuffles every epoch; `augment` > 0 applies augment_acquisition at that strength
+    (training only). Evaluation batches keep the order of `images`.
+    """
     import tensorflow as tf
 
-    x = images[..., None] if images.ndim == 3 else images
-    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, labels))
+    x = tf.constant(images[..., None] if images.ndim == 3 else images)  # stays uint8 in memory
+    y = None if labels is None else tf.constant(np.asarray(labels))
+    ds = tf.data.Dataset.range(len(images))
     if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    augmenting = training and augment > 0
+    if augmenting:  # one fresh stateless seed per batch, from a seeded stream that changes every epoch
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds)
 
-    def to_float(*item):
-        image = tf.cast(item[0], tf.float32)
-        if training and augment is not None:
-            image = augment(image, training=True)
-        return image if labels is None else (image, item[1])
+    def gather(index, batch_seed=None):
+        image = tf.cast(tf.gather(x, index), tf.float32)
+        if augmenting:
+            image = augment_acquisition(image, batch_seed, augment)
+        return image if y is None else (image, tf.gather(y, index))
 
-    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:

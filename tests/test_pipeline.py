@@ -1,0 +1,58 @@
+"""tf.data pipeline: order, label alignment, seeded reshuffling and acquisition augmentation."""
+
+import numpy as np
+
+from pneumonia_cxr.data import augment_acquisition, class_weights, make_dataset
+
+
+def images_numbered(n=10, size=16):
+    """Image i is filled with the value 10 * i, so any batch says which images it holds."""
+    return np.stack([np.full((size, size), 10 * i, np.uint8) for i in range(n)])
+
+
+def batches(ds):
+    return [tuple(t.numpy() for t in b) if isinstance(b, tuple) else b.numpy() for b in ds]
+
+
+def test_evaluation_batches_keep_order_and_values():
+    x = images_numbered()
+    out = np.concatenate(batches(make_dataset(x, None, batch_size=4)))
+    assert out.shape == (10, 16, 16, 1) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[..., 0], x)
+
+
+def test_training_shuffles_with_labels_aligned_and_is_seeded():
+    x, y = images_numbered(), np.arange(10)
+    ds = make_dataset(x, y, batch_size=3, training=True, seed=1)
+    epoch1, epoch2 = batches(ds), batches(ds)
+    for images, labels in epoch1 + epoch2:
+        np.testing.assert_array_equal(images[:, 0, 0, 0] / 10, labels)  # each label travels with its image
+    order = lambda e: np.concatenate([labels for _, labels in e])  # noqa: E731
+    assert sorted(order(epoch1)) == list(range(10))
+    assert not np.array_equal(order(epoch1), order(epoch2)), "a new order every epoch"
+    again = batches(make_dataset(x, y, batch_size=3, training=True, seed=1))
+    np.testing.assert_array_equal(order(again), order(epoch1))
+
+
+def test_augmentation_is_seeded_bounded_and_changes_images():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 32, 32)).astype(np.uint8)
+    run = lambda seed: np.concatenate([b[0] for b in batches(  # noqa: E731
+        make_dataset(x, np.zeros(8), 4, training=True, seed=seed, augment=1.0))])
+    a, b, c = run(3), run(3), run(4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (8, 32, 32, 1) and a.min() >= 0 and a.max() <= 255
+    plain = np.concatenate([b[0] for b in batches(make_dataset(x, np.zeros(8), 4, training=True, seed=3))])
+    assert np.abs(np.sort(a.ravel()) - np.sort(plain.ravel())).mean() > 1, "augmentation changed nothing"
+
+
+def test_zero_strength_augmentation_is_identity():
+    x = np.random.default_rng(1).integers(0, 256, (2, 24, 24, 1)).astype(np.float32)
+    out = augment_acquisition(x, np.array([1, 2]), strength=0.0).numpy()
+    np.testing.assert_allclose(out, x, atol=0.05)
+
+
+def test_class_weights_balance_the_classes():
+    w = class_weights(np.array([0] * 25 + [1] * 75))
+    assert np.isclose(w[0] * 25, w[1] * 75)
