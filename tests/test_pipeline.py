@@ -17,7 +17,7 @@ def batches(ds):
 def test_evaluation_batches_keep_order_and_values():
     x = images_numbered()
     out = np.concatenate(batches(make_dataset(x, None, batch_size=4)))
-    assert out.shape == (10, 16, 16, 1) and out.dtype == np.float32
+    assert out.shape == (10, 16, 16, 1) and out.dtype == np.uint8  # the cache's dtype; models cast
     np.testing.assert_array_equal(out[..., 0], x)
 
 
@@ -32,6 +32,15 @@ def test_training_shuffles_with_labels_aligned_and_is_seeded():
     assert not np.array_equal(order(epoch1), order(epoch2)), "a new order every epoch"
     again = batches(make_dataset(x, y, batch_size=3, training=True, seed=1))
     np.testing.assert_array_equal(order(again), order(epoch1))
+
+
+def test_model_predicts_the_same_from_uint8_and_float_batches():
+    from pneumonia_cxr.models import build_scratch_cnn
+
+    x = np.random.default_rng(2).integers(0, 256, (6, 32, 32)).astype(np.uint8)
+    model = build_scratch_cnn(32, (4,))
+    np.testing.assert_array_equal(model.predict(make_dataset(x, None, 3), verbose=0),
+                                  model.predict(x[..., None].astype(np.float32), batch_size=3, verbose=0))
 
 
 def test_augmentation_is_seeded_bounded_and_changes_images():
