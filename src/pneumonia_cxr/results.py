@@ -52,7 +52,8 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     x_te, y_te, _ = data.split("test")
     result = record_binary(name, p_va, predict_binary(reloaded, x_te), data, dirs, cfg, model_file=str(path),
                            image_size=cfg["image_size"], **extra)
-    assert_consistent(result["test"]), assert_consistent(result["val"])
+    assert_consistent(result["test"])
+    assert_consistent(result["val"])
     assert result["threshold"] == threshold
     robustness = robustness_table(lambda x: predict_binary(reloaded, x), x_te, y_te, threshold)
     _atomic_csv(robustness, dirs["metrics"] / f"{name}_robustness.csv")
