@@ -54,3 +54,39 @@ def test_robustness_table_has_every_shift():
     y = np.r_[np.zeros(10), np.ones(10)].astype(int)
     table = robustness_table(lambda im: im.mean((1, 2)) / 255, x, y, 0.5)
     assert {"none", "contrast x0.7", "brightness +25", "gamma 1.5", "blur r=1.5", "resolution x0.5"} <= set(table["shift"])
+
+
+def test_aspect_shift_stretches_or_squeezes_the_width():
+    from pneumonia_cxr.evaluate import apply_shift
+
+    im = np.zeros((1, 40, 40), np.uint8)
+    im[:, :, 10:30] = 200  # a bright band 20 px wide, centred
+    wide, narrow = apply_shift(im, "aspect x1.25")[0], apply_shift(im, "aspect x0.8")[0]
+    width = lambda x: int((x[20] > 100).sum())  # noqa: E731
+    assert abs(width(wide) - 25) <= 1 and abs(width(narrow) - 16) <= 1  # 20 px x 1.25, x 0.8 (edges interpolate)
+    assert wide.shape == narrow.shape == (40, 40)
+    assert narrow[:, :4].max() == 0, "a narrower original is padded with black"
+
+
+def test_shift_summary_averages_youden_and_keeps_the_worst_case():
+    import pandas as pd
+
+    from pneumonia_cxr.evaluate import shift_summary
+
+    table = pd.DataFrame({"roc_auc": [0.99, 0.97], "sensitivity": [0.96, 0.90], "specificity": [0.94, 0.70]})
+    s = shift_summary(table)
+    assert s["mean_youden"] == pytest.approx(((0.96 + 0.94 - 1) + (0.90 + 0.70 - 1)) / 2)
+    assert s["min_sensitivity"] == 0.90 and s["min_specificity"] == 0.70 and s["mean_roc_auc"] == pytest.approx(0.98)
+
+
+def test_model_choice_prefers_holding_up_under_shift_to_a_saturated_validation_auc():
+    from pneumonia_cxr.results import choose_model
+
+    binary = lambda auc, youden=None: {"task": "binary", "val": {"roc_auc": auc},  # noqa: E731
+                                       **({"val_under_shifts": {"mean_youden": youden}} if youden is not None else {})}
+    metrics = {"sharp": binary(0.999, 0.80), "steady": binary(0.998, 0.90), "pixels": binary(0.9995),
+               "ternary": {"task": "ternary", "val": {"roc_auc": 1.0}}}
+    assert choose_model(metrics) == "steady"
+    assert choose_model({"a": binary(0.99), "b": binary(0.98)}) == "a"  # no shift summaries: validation AUC
+    with pytest.raises(ValueError):
+        choose_model({"ternary": metrics["ternary"]})

@@ -161,6 +161,20 @@ def _resolution(f):
     return down_up
 
 
+def _aspect(f):
+    """Stretch the width by `f` about the centre (crop or pad with black): an original of another aspect ratio."""
+    def stretch(im):
+        h, w = im.shape
+        new_w = max(8, round(w * f))
+        wide = np.asarray(Image.fromarray(im).resize((new_w, h), Image.BILINEAR))
+        if new_w >= w:
+            return wide[:, (new_w - w) // 2:(new_w - w) // 2 + w]
+        out = np.zeros_like(im)
+        out[:, (w - new_w) // 2:(w - new_w) // 2 + new_w] = wide
+        return out
+    return stretch
+
+
 SHIFTS = {
     "none": lambda im: im,
     "contrast x0.7": _contrast(0.7),
@@ -171,12 +185,26 @@ SHIFTS = {
     "gamma 1.5": _gamma(1.5),
     "blur r=1.5": _blur(1.5),
     "resolution x0.5": _resolution(0.5),
+    # squashed from a wider (pneumonia-like, 1.5) or a narrower (normal-like, 1.2) original
+    "aspect x0.8": _aspect(0.8),
+    "aspect x1.25": _aspect(1.25),
 }
 
 
 def apply_shift(images: np.ndarray, name: str) -> np.ndarray:
     fn = SHIFTS[name]
     return np.stack([fn(im) for im in images])
+
+
+def shift_summary(table: pd.DataFrame) -> dict:
+    """One robustness table in a few numbers: Youden's J (sensitivity + specificity - 1) averaged over the
+    shifts, and the worst sensitivity and specificity under any of them."""
+    return {
+        "mean_youden": float((table["sensitivity"] + table["specificity"] - 1).mean()),
+        "min_sensitivity": float(table["sensitivity"].min()),
+        "min_specificity": float(table["specificity"].min()),
+        "mean_roc_auc": float(table["roc_auc"].mean()),
+    }
 
 
 def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625) -> pd.DataFrame:
