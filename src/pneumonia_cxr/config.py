@@ -12,6 +12,7 @@ PROFILES = {
         "transfer_size": 96,
         "tuner_size": 48,
         "epochs": 1,
+        "ablation_epochs": 1,
         "transfer_epochs": 1,
         "fine_tune_epochs": 1,
         "fine_tune_layers": 20,
@@ -30,6 +31,7 @@ PROFILES = {
         "transfer_size": 224,
         "tuner_size": 96,
         "epochs": 10,
+        "ablation_epochs": 4,  # notebook 03: the CNN again without the class aspect offset
         "transfer_epochs": 3,
         "fine_tune_epochs": 5,
         "fine_tune_layers": 40,

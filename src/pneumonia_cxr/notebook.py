@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from IPython.display import Markdown, display
 
@@ -19,6 +20,8 @@ def setup(profile: str, data_dir, cache_dir, output_dir, seed: int, size_key: st
     """Return (cfg, dirs, data) for a notebook; shows a loud banner on synthetic data."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # our tf.data pipelines shuffle themselves; Keras warns about its own shuffle flag on every fit
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed", category=UserWarning)
     cfg = settings(profile, seed=seed, **{size_key: image_size}, **overrides)
     cfg["image_size"] = cfg[size_key]
     dirs = output_dirs(output_dir)

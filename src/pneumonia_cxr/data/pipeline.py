@@ -112,13 +112,15 @@ def make_dataset(
     training: bool = False,
     seed: int = 42,
     augment: float = 0.0,
+    class_aspect: bool = True,
 ):
     """Batches of (B, H, W, 1) images in [0, 255], with labels if given.
 
     Without augmentation batches keep the cache's dtype (uint8: a quarter of float32's memory traffic;
     Keras casts to the model's float input); augmented batches are float32. `training` reshuffles every
     epoch; `augment` > 0 applies augment_acquisition at that strength (training only), told which images
-    are NORMAL (label 0, or one-hot column 0) so the squashed chest shape stops telling the classes apart.
+    are NORMAL (label 0, or one-hot column 0) so the squashed chest shape stops telling the classes apart
+    (`class_aspect=False` leaves that offset out: the ablation of notebook 03).
     Evaluation batches keep the order of `images`.
     """
     import tensorflow as tf
@@ -138,7 +140,9 @@ def make_dataset(
         image = tf.gather(x, index)
         label = None if y is None else tf.gather(y, index)
         if augmenting:
-            normal = None if label is None else (label == 0 if label.shape.rank == 1 else label[:, 0] > 0.5)
+            normal = None
+            if class_aspect and label is not None:
+                normal = label == 0 if label.shape.rank == 1 else label[:, 0] > 0.5
             image = augment_acquisition(tf.cast(image, tf.float32), batch_seed, augment, normal)
         return image if label is None else (image, label)
 
