@@ -83,3 +83,19 @@ def test_training_narrows_normal_and_widens_pneumonia_images(monkeypatch):
     for w, label in zip(widths, y):
         expected = 20 / factor if label == 0 else 20 * factor
         assert abs(w - expected) <= 1.5, (label, w, expected)
+
+
+def test_class_aspect_ratios_match_the_original_images(real_fullres):
+    """ORIGINAL_ASPECT is what the full-resolution originals measure, per class (medians within 0.03)."""
+    from PIL import Image
+
+    from pneumonia_cxr.data import build_manifest
+    from pneumonia_cxr.data.pipeline import ORIGINAL_ASPECT
+
+    table = build_manifest(real_fullres).table
+    aspect = [Image.open(p).size for p in table["path"]]
+    table = table.assign(aspect=[w / h for w, h in aspect])
+    medians = table.groupby(table["label"].str.lower())["aspect"].median()
+    for label, expected in ORIGINAL_ASPECT.items():
+        assert abs(medians[label] - expected) < 0.03, (label, medians[label], expected)
+    assert medians["pneumonia"] - medians["normal"] > 0.2, "the shortcut the offset removes"

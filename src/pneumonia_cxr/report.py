@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import binary_table, load_metrics, ternary_table
+from .results import binary_table, choose_model, load_metrics, ternary_table
 from .train import read_json
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
@@ -44,11 +44,13 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines = []
     if eda.get("synthetic"):
         lines.append("**SYNTHETIC DEMO DATA: these numbers only show that the pipeline runs.**\n")
-    lines.append(f"Profile `{profile}` on `{Path(eda['root']).name}`; test = patient-level hold-out "
-                 f"({'official test/ split' if 'test' in eda['official_split_counts'] else 'carved from train'}); "
+    test = "the official test/ split" if "test" in eda["official_split_counts"] else "a patient-level hold-out carved from train"
+    lines.append(f"Profile `{profile}` on `{Path(eda['root']).name}`; test = {test}; "
                  "threshold chosen on validation for sensitivity >= 0.95; 95% CIs from a patient bootstrap.\n")
-    lines.append("Normal vs pneumonia:\n")
+    lines.append("Normal vs pneumonia (val J (shifts): Youden's J on validation averaged over acquisition shifts, the "
+                 "model-choice rule):\n")
     lines.append(markdown_table(binary_table(metrics)))
+    lines.append(f"\nChosen on validation, before test is read: **{choose_model(metrics)}**.")
     lines.append("\nNormal / bacterial / viral:\n")
     lines.append(markdown_table(ternary_table(metrics)))
     if run.get("wall_seconds"):
