@@ -53,19 +53,24 @@ def test_robustness_table_has_every_shift():
     x = rng.integers(0, 255, (20, 32, 32)).astype(np.uint8)
     y = np.r_[np.zeros(10), np.ones(10)].astype(int)
     table = robustness_table(lambda im: im.mean((1, 2)) / 255, x, y, 0.5)
-    assert {"none", "contrast x0.7", "brightness +25", "gamma 1.5", "blur r=1.5", "resolution x0.5"} <= set(table["shift"])
+    assert {"none", "contrast x0.7", "brightness +25", "gamma 1.5", "blur r=1.5", "resolution x0.5",
+            "aspect swapped"} <= set(table["shift"])
 
 
-def test_aspect_shift_stretches_or_squeezes_the_width():
+def test_aspect_swap_narrows_normal_and_widens_pneumonia_images():
+    from pneumonia_cxr.data.pipeline import ORIGINAL_ASPECT
     from pneumonia_cxr.evaluate import apply_shift
 
-    im = np.zeros((1, 40, 40), np.uint8)
+    im = np.zeros((2, 40, 40), np.uint8)
     im[:, :, 10:30] = 200  # a bright band 20 px wide, centred
-    wide, narrow = apply_shift(im, "aspect x1.25")[0], apply_shift(im, "aspect x0.8")[0]
+    normal, pneumonia = apply_shift(im, "aspect swapped", labels=[0, 1])
     width = lambda x: int((x[20] > 100).sum())  # noqa: E731
-    assert abs(width(wide) - 25) <= 1 and abs(width(narrow) - 16) <= 1  # 20 px x 1.25, x 0.8 (edges interpolate)
-    assert wide.shape == narrow.shape == (40, 40)
-    assert narrow[:, :4].max() == 0, "a narrower original is padded with black"
+    ratio = ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"]
+    assert abs(width(normal) - 20 / ratio) <= 1.5 and abs(width(pneumonia) - 20 * ratio) <= 1.5  # edges interpolate
+    assert normal.shape == pneumonia.shape == (40, 40)
+    assert normal[:, :3].max() == 0, "a narrowed image is padded with black"
+    with pytest.raises(ValueError, match="labels"):
+        apply_shift(im, "aspect swapped")
 
 
 def test_shift_summary_averages_youden_and_keeps_the_worst_case():

@@ -7,6 +7,8 @@ import pandas as pd
 from PIL import Image, ImageFilter
 from sklearn import metrics as skm
 
+from .data.pipeline import ORIGINAL_ASPECT
+
 # Kermany et al., Cell 2018 (InceptionV3, official test split; model selected on that split)
 PUBLISHED = {
     "Kermany et al. 2018 (binary)": {"accuracy": 0.928, "sensitivity": 0.932, "specificity": 0.901, "roc_auc": 0.968},
@@ -185,14 +187,19 @@ SHIFTS = {
     "gamma 1.5": _gamma(1.5),
     "blur r=1.5": _blur(1.5),
     "resolution x0.5": _resolution(0.5),
-    # squashed from a wider (pneumonia-like, 1.5) or a narrower (normal-like, 1.2) original
-    "aspect x0.8": _aspect(0.8),
-    "aspect x1.25": _aspect(1.25),
+    # label-aware, (NORMAL, PNEUMONIA): each class squashed as if from the other's typical original aspect ratio
+    "aspect swapped": (_aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
+                       _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])),
 }
 
 
-def apply_shift(images: np.ndarray, name: str) -> np.ndarray:
+def apply_shift(images: np.ndarray, name: str, labels=None) -> np.ndarray:
+    """`images` under the shift `name`; a label-aware shift (a pair of functions) needs the 0/1 `labels`."""
     fn = SHIFTS[name]
+    if isinstance(fn, tuple):
+        if labels is None:
+            raise ValueError(f"shift {name!r} depends on the class: pass labels")
+        return np.stack([fn[int(y)](im) for im, y in zip(images, labels)])
     return np.stack([fn(im) for im in images])
 
 
@@ -211,7 +218,7 @@ def robustness_table(predict, images, y_true, threshold: float, prevalence: floa
     """Hold-out metrics at the fixed threshold under each acquisition shift and at another prevalence."""
     rows = []
     for name in SHIFTS:
-        m = binary_metrics(y_true, predict(apply_shift(images, name)), threshold)
+        m = binary_metrics(y_true, predict(apply_shift(images, name, y_true)), threshold)
         prev = at_prevalence(m, prevalence)
         rows.append({"shift": name, "roc_auc": m["roc_auc"], "sensitivity": m["sensitivity"],
                      "specificity": m["specificity"], "accuracy": m["accuracy"],

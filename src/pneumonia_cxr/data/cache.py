@@ -113,13 +113,13 @@ def build_image_cache(
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     folder = cache_dir / cache_key(table, size, resize)
-    built = False
-    if not (folder / "meta.json").exists():
-        _write_cache(table, size, resize, folder, workers or os.cpu_count() or 1)
-        built = True
-    images = np.load(folder / "images.npy")
-    index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
-    meta = json.loads((folder / "meta.json").read_text())
+    built = not (folder / "meta.json").exists()
+    if built:  # the arrays just decoded are used as they are, not read back from disk
+        images, index, meta = _write_cache(table, size, resize, folder, workers or os.cpu_count() or 1)
+    else:
+        images = np.load(folder / "images.npy")
+        index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+        meta = json.loads((folder / "meta.json").read_text())
     by_rel = table.set_index("relpath")
     kept = by_rel.loc[index["relpath"]].reset_index()
     kept["pixel_hash"] = index["pixel_hash"].to_numpy()
@@ -135,21 +135,32 @@ def build_image_cache(
     )
 
 
-def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, workers: int) -> None:
+def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, workers: int):
+    """Decode into one preallocated array, write it under a temporary name, rename it into place;
+    return (images, index, meta) as written."""
     log.info("decoding %d images at %d px (%s) into %s", len(table), size, resize, folder)
     paths = table["path"].tolist()
+    images = np.empty((len(paths), size, size), np.uint8)
+
+    def decode_into(i):
+        arr, pixel_hash, why = _decode_with_hash(paths[i], size, resize)
+        if arr is not None:
+            images[i] = arr
+        return pixel_hash, why
+
     # Pillow releases the GIL while decoding, so threads use every core without pickling arrays.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda p: _decode_with_hash(p, size, resize), paths, chunksize=16))
-    ok = [i for i, (arr, _, _) in enumerate(results) if arr is not None]
-    skipped_files = [(paths[i], results[i][2]) for i in range(len(paths)) if results[i][0] is None]
+        results = list(pool.map(decode_into, range(len(paths))))
+    ok = [i for i, (_, why) in enumerate(results) if not why]
+    skipped_files = [(paths[i], why) for i, (_, why) in enumerate(results) if why]
     for path, why in skipped_files:
         log.warning("skipped %s: %s", path, why)
-    images = np.stack([results[i][0] for i in ok]) if ok else np.zeros((0, size, size), np.uint8)
+    if skipped_files:
+        images = images[ok]
     index = pd.DataFrame({
         "relpath": table["relpath"].to_numpy()[ok] if ok else [],
-        "pixel_hash": [results[i][1] for i in ok],
-    })
+        "pixel_hash": [results[i][0] for i in ok],
+    }, dtype=str)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -173,3 +184,4 @@ def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, work
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return images, index, meta
