@@ -33,7 +33,7 @@ PROFILES = {
         "epochs": 10,
         "ablation_epochs": 4,  # notebook 03: the CNN again without the class aspect offset
         "transfer_epochs": 3,
-        "fine_tune_epochs": 8,  # validation AUC still rose at epoch 5 of 5 in the previous run; early stopping guards
+        "fine_tune_epochs": 8,  # at most: early stopping on validation AUC picks the epoch
         "fine_tune_layers": 40,
         "batch_size": 32,
         "patience": 3,
