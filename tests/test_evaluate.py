@@ -95,3 +95,12 @@ def test_model_choice_prefers_holding_up_under_shift_to_a_saturated_validation_a
     assert choose_model({"a": binary(0.99), "b": binary(0.98)}) == "a"  # no shift summaries: validation AUC
     with pytest.raises(ValueError):
         choose_model({"ternary": metrics["ternary"]})
+
+
+def test_black_border_shifts_blank_two_opposite_edges():
+    from pneumonia_cxr.evaluate import apply_shift
+
+    im = np.full((1, 50, 50), 180, np.uint8)
+    sides, rows = apply_shift(im, "black border, sides")[0], apply_shift(im, "black border, top and bottom")[0]
+    assert (sides[:, :4] == 0).all() and (sides[:, -4:] == 0).all() and (sides[:, 4:-4] == 180).all()
+    assert (rows[:4] == 0).all() and (rows[-4:] == 0).all() and (rows[4:-4] == 180).all()

@@ -67,22 +67,25 @@ def test_class_weights_balance_the_classes():
     assert np.isclose(w[0] * 25, w[1] * 75)
 
 
-def test_training_narrows_normal_and_widens_pneumonia_images(monkeypatch):
-    """The class's squashed aspect ratio is offset in training, so chest shape cannot give the label away."""
+def test_training_narrows_normal_and_widens_pneumonia_images_without_black_bars(monkeypatch):
+    """The class's squashed aspect ratio is offset in training, so chest shape cannot give the label away; the
+    offset magnifies one axis (crops) and never shrinks one, so it adds no black border that differs by class."""
     from pneumonia_cxr.data import pipeline
 
     still = {k: (0.0, 0.0) if isinstance(v, tuple) else 0.0 for k, v in pipeline.AUGMENTATION.items()}
     still["low_res_scale"] = (1.0, 1.0)
     monkeypatch.setattr(pipeline, "AUGMENTATION", still)  # nothing moves but the class offset
-    x = np.zeros((4, 64, 64), np.uint8)
-    x[:, :, 22:42] = 200  # a bright band 20 px wide
+    x = np.full((4, 64, 64), 50, np.uint8)
+    x[:, 22:42, 22:42] = 200  # a bright square, 20 x 20 px
     labels = np.array([0, 1, 0, 1])
     (images, y), = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0))
-    widths = (images[:, 32, :, 0] > 100).sum(1)
-    factor = np.exp(pipeline.ASPECT_OFFSET / 2)  # the width / height change, split between the two axes
-    for w, label in zip(widths, y):
-        expected = 20 / factor if label == 0 else 20 * factor
-        assert abs(w - expected) <= 1.5, (label, w, expected)
+    bright = images[..., 0] > 125
+    widths, heights = bright[:, 32, :].sum(1), bright[:, :, 32].sum(1)
+    factor = np.exp(pipeline.ASPECT_OFFSET)  # the width / height change
+    for w, h, label in zip(widths, heights, y):
+        expected = (20, 20 * factor) if label == 0 else (20 * factor, 20)
+        assert abs(w - expected[0]) <= 1.5 and abs(h - expected[1]) <= 1.5, (label, w, h, expected)
+    assert images.min() > 25, "no black border added"
 
 
 def test_class_aspect_ratios_match_the_original_images(real_fullres):

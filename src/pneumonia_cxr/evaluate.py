@@ -177,6 +177,18 @@ def _aspect(f):
     return stretch
 
 
+def _border(edges: str, fraction: float = 0.08):
+    """Black bands along two opposite edges, as a collimator or a letterboxed export leaves them."""
+    def band(im):
+        out, k = im.copy(), max(1, round(fraction * im.shape[0]))
+        if edges == "sides":
+            out[:, :k], out[:, -k:] = 0, 0
+        else:
+            out[:k], out[-k:] = 0, 0
+        return out
+    return band
+
+
 SHIFTS = {
     "none": lambda im: im,
     "contrast x0.7": _contrast(0.7),
@@ -187,6 +199,8 @@ SHIFTS = {
     "gamma 1.5": _gamma(1.5),
     "blur r=1.5": _blur(1.5),
     "resolution x0.5": _resolution(0.5),
+    "black border, sides": _border("sides"),
+    "black border, top and bottom": _border("top and bottom"),
     # label-aware, (NORMAL, PNEUMONIA): each class squashed as if from the other's typical original aspect ratio
     "aspect swapped": (_aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
                        _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])),

@@ -72,8 +72,9 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     log_aspect = uniform(10, -1.0, 1.0) * a["aspect"] * s  # log of the width / height stretch
     if normal is not None:
         log_aspect += tf.where(normal, -ASPECT_OFFSET, ASPECT_OFFSET) * min(s, 1.0)
-    stretch = tf.exp(log_aspect / 2)
-    zx, zy = zoom * stretch, zoom / stretch
+    # The stretch magnifies one axis and never shrinks the other, and the warp fills with reflected content, not
+    # black: black bars whose orientation followed the class were a shortcut of their own in an earlier version.
+    zx, zy = zoom * tf.exp(tf.maximum(log_aspect, 0.0)), zoom * tf.exp(tf.maximum(-log_aspect, 0.0))
     tx, ty = uniform(2, -1.0, 1.0) * a["shift"] * s * w, uniform(3, -1.0, 1.0) * a["shift"] * s * h
     cos, sin = tf.cos(theta), tf.sin(theta)
     cx, cy = (w - 1) / 2, (h - 1) / 2
@@ -83,7 +84,7 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
                            b0, b1, cy - b0 * cx - b1 * cy - ty, zeros, zeros], axis=1)
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")
+        interpolation="BILINEAR", fill_mode="REFLECT")
 
     # a lower resolution for some images (one random scale per batch)
     scale = uniform(4, *a["low_res_scale"], n=1)[0]
