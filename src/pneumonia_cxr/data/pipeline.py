@@ -29,8 +29,8 @@ AUGMENTATION = {
 
 # Median width / height of the originals (chest_xray_fullres_sample, 120 images a subtype): NORMAL 1.21,
 # bacterial 1.51, viral 1.52. Squashed to a square, a pneumonia chest is narrowed more than a normal one, so
-# the squashed shape alone separates the classes in this release (a model trained without the offset lost
-# specificity 0.99 -> 0.63 on validation NORMALs narrowed as if from a 1.5 original). Training moves each
+# the squashed shape alone separates the classes in this release (a CNN trained with no aspect augmentation lost
+# specificity 0.99 -> 0.63 on validation NORMALs narrowed as if from a 1.5 original, in a 4-epoch check). Training moves each
 # image half the gap towards the other class, so in training the shape says nothing about the label.
 ORIGINAL_ASPECT = {"normal": 1.21, "pneumonia": 1.52}
 ASPECT_OFFSET = 0.5 * math.log(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])  # log width / height
