@@ -61,14 +61,17 @@ def test_aspect_swap_narrows_normal_and_widens_pneumonia_images():
     from pneumonia_cxr.data.pipeline import ORIGINAL_ASPECT
     from pneumonia_cxr.evaluate import apply_shift
 
-    im = np.zeros((2, 40, 40), np.uint8)
-    im[:, :, 10:30] = 200  # a bright band 20 px wide, centred
+    im = np.full((2, 40, 40), 50, np.uint8)
+    im[:, 10:30, 10:30] = 200  # a bright square 20 x 20 px, centred, on grey
     normal, pneumonia = apply_shift(im, "aspect swapped", labels=[0, 1])
-    width = lambda x: int((x[20] > 100).sum())  # noqa: E731
+    width = lambda x: int((x[20] > 125).sum())  # noqa: E731
+    height = lambda x: int((x[:, 20] > 125).sum())  # noqa: E731
     ratio = ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"]
-    assert abs(width(normal) - 20 / ratio) <= 1.5 and abs(width(pneumonia) - 20 * ratio) <= 1.5  # edges interpolate
+    assert abs(width(normal) / height(normal) - 1 / ratio) < 0.1, "NORMAL narrowed (by stretching its height)"
+    assert abs(width(pneumonia) / height(pneumonia) - ratio) < 0.1, "pneumonia widened"
+    assert abs(width(pneumonia) - 20 * ratio) <= 1.5 and abs(height(normal) - 20 * ratio) <= 1.5  # edges interpolate
     assert normal.shape == pneumonia.shape == (40, 40)
-    assert normal[:, :3].max() == 0, "a narrowed image is padded with black"
+    assert normal.min() >= 45 and pneumonia.min() >= 45, "cropped, never padded: no bands added"
     with pytest.raises(ValueError, match="labels"):
         apply_shift(im, "aspect swapped")
 

@@ -88,6 +88,27 @@ def test_training_narrows_normal_and_widens_pneumonia_images_without_black_bars(
     assert images.min() > 25, "no black border added"
 
 
+def test_collimator_bands_are_black_edges_of_either_class(monkeypatch):
+    """Border augmentation blanks bands of at most border_width along random edges, in NORMAL and pneumonia
+    images alike (the natural dark edges of NORMAL images must not stay a shortcut)."""
+    from pneumonia_cxr.data import pipeline
+
+    still = {k: (0.0, 0.0) if isinstance(v, tuple) else 0.0 for k, v in pipeline.AUGMENTATION.items()}
+    still.update(low_res_scale=(1.0, 1.0), border_fraction=0.5, border_width=0.1)
+    monkeypatch.setattr(pipeline, "AUGMENTATION", still)
+    x = np.full((64, 40, 40), 100, np.uint8)
+    labels = np.arange(64) % 2
+    (images, y), = batches(make_dataset(x, labels, 64, training=True, seed=0, augment=1.0, class_aspect=False))
+    images = np.round(images[..., 0])  # gamma 1 leaves a 1e-4 rounding
+    assert set(np.unique(images)) <= {0.0, 100.0}
+    assert (images[:, 4:-4, 4:-4] == 100).all(), "bands stay within 10% of each side"
+    bordered = (images == 0).any((1, 2))
+    for label in (0, 1):
+        assert 0.1 < bordered[y == label].mean() < 0.6, "both classes get bands, in about border_fraction"
+    black_rows = (images == 0).all(2)  # rows blanked across the whole width: top / bottom bands
+    assert black_rows.any() and (images == 0).all(1).any(), "top/bottom and side bands both occur"
+
+
 def test_class_aspect_ratios_match_the_original_images(real_fullres):
     """ORIGINAL_ASPECT is what the full-resolution originals measure, per class (medians within 0.03)."""
     from PIL import Image

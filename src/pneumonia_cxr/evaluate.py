@@ -164,16 +164,15 @@ def _resolution(f):
 
 
 def _aspect(f):
-    """Stretch the width by `f` about the centre (crop or pad with black): an original of another aspect ratio."""
+    """Change width / height by `f` about the centre, as an original of another aspect ratio squashed to a square
+    would look: f > 1 stretches the width, f < 1 the height, and the overflow is cropped. Nothing is padded, so the
+    shift adds no border (black bands are a shift of their own, `_border`), the way training stretches images."""
     def stretch(im):
         h, w = im.shape
-        new_w = max(8, round(w * f))
-        wide = np.asarray(Image.fromarray(im).resize((new_w, h), Image.BILINEAR))
-        if new_w >= w:
-            return wide[:, (new_w - w) // 2:(new_w - w) // 2 + w]
-        out = np.zeros_like(im)
-        out[:, (w - new_w) // 2:(w - new_w) // 2 + new_w] = wide
-        return out
+        new_w, new_h = max(w, round(w * f)), max(h, round(h / f))
+        big = np.asarray(Image.fromarray(im).resize((new_w, new_h), Image.BILINEAR))
+        top, left = (new_h - h) // 2, (new_w - w) // 2
+        return big[top:top + h, left:left + w]
     return stretch
 
 

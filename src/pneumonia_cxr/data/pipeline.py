@@ -24,6 +24,8 @@ AUGMENTATION = {
     "blur": (-0.6, 1.0),  # blend towards a Gaussian blur (>0) or away from it, i.e. sharpen (<0)
     "low_res_fraction": 0.3,  # images of a batch shown at a lower resolution (down- then up-sampled)
     "low_res_scale": (0.4, 0.9),
+    "border_fraction": 0.3,  # images given collimator bands: black along random edges, whatever the class
+    "border_width": 0.10,  # each band up to this fraction of the image side
 }
 
 
@@ -53,7 +55,8 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     Per image: small rotation, zoom, width/height stretch and shift (one affine warp); with `normal`, a
     (B,) bool tensor of which images are NORMAL, the stretch is centred on the other class's aspect ratio
     (`ASPECT_OFFSET`: NORMAL images are narrowed, pneumonia ones widened); gamma, contrast and brightness; blur or
-    sharpen; and for some images a lower resolution. Never flips: a mirrored chest moves the heart.
+    sharpen; for some images a lower resolution, and for some black bands along random edges (collimation).
+    Never flips: a mirrored chest moves the heart.
     `seed` is a stateless seed, shape (2,): the same seed gives the same batch.
     """
     import tensorflow as tf
@@ -61,10 +64,11 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     a, s = AUGMENTATION, strength
     shape = tf.shape(images)
     b, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 14)
 
-    def uniform(i, lo, hi, n=None):
-        return tf.random.stateless_uniform([b if n is None else n], seeds[i], lo, hi)
+    def uniform(i, lo, hi, n=None, k=None):
+        shape = [b if n is None else n] + ([] if k is None else [k])
+        return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
 
     # one affine warp = rotation, zoom, aspect stretch and shift; it maps output pixels to input pixels
     theta = uniform(0, -1.0, 1.0) * a["rotation_deg"] * s * math.pi / 180
@@ -92,6 +96,17 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     low_res = tf.image.resize(small, shape[1:3], "bilinear")
     pick = uniform(5, 0.0, 1.0) < a["low_res_fraction"] * min(s, 1.0)
     x = tf.where(pick[:, None, None, None], low_res, x)
+
+    # Collimator bands on random edges (top, bottom, left, right), the same for every class: in this release
+    # NORMAL images have darker edges, and a CNN trained without this lost most of its sensitivity to black
+    # bands at top and bottom (scratch_cnn_robustness.csv of run 3).
+    bordered = uniform(11, 0.0, 1.0) < a["border_fraction"] * min(s, 1.0)
+    edges = (uniform(12, 0.0, 1.0, k=4) < 0.5) & bordered[:, None]
+    width = tf.where(edges, uniform(13, 0.0, a["border_width"] * s, k=4), 0.0)  # fractions of the side
+    rows, cols = tf.range(h)[None, :] / h, tf.range(w)[None, :] / w
+    keep_rows = (rows >= width[:, :1]) & (rows < 1 - width[:, 1:2])
+    keep_cols = (cols >= width[:, 2:3]) & (cols < 1 - width[:, 3:])
+    x = x * tf.cast(keep_rows[:, :, None, None] & keep_cols[:, None, :, None], tf.float32)
 
     # blur (> 0) or sharpen (< 0) by blending with a Gaussian-blurred copy
     k = uniform(6, a["blur"][0] * s, a["blur"][1] * s)[:, None, None, None]
