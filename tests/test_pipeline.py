@@ -67,9 +67,9 @@ def test_class_weights_balance_the_classes():
     assert np.isclose(w[0] * 25, w[1] * 75)
 
 
-def test_training_narrows_normal_and_widens_pneumonia_images_without_black_bars(monkeypatch):
-    """The class's squashed aspect ratio is offset in training, so chest shape cannot give the label away; the
-    offset magnifies one axis (crops) and never shrinks one, so it adds no black border that differs by class."""
+def test_training_widens_pneumonia_images_to_normal_geometry_without_black_bars(monkeypatch):
+    """With class_aspect, pneumonia images are widened (their sides cropped) to a NORMAL original's geometry and
+    NORMAL images keep theirs. Magnifying, never shrinking: no black border. Without it, no class moves."""
     from pneumonia_cxr.data import pipeline
 
     still = {k: (0.0, 0.0) if isinstance(v, tuple) else 0.0 for k, v in pipeline.AUGMENTATION.items()}
@@ -78,14 +78,16 @@ def test_training_narrows_normal_and_widens_pneumonia_images_without_black_bars(
     x = np.full((4, 64, 64), 50, np.uint8)
     x[:, 22:42, 22:42] = 200  # a bright square, 20 x 20 px
     labels = np.array([0, 1, 0, 1])
-    (images, y), = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0))
+    (images, y), = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0, class_aspect=True))
     bright = images[..., 0] > 125
     widths, heights = bright[:, 32, :].sum(1), bright[:, :, 32].sum(1)
     factor = np.exp(pipeline.ASPECT_OFFSET)  # the width / height change
     for w, h, label in zip(widths, heights, y):
-        expected = (20, 20 * factor) if label == 0 else (20 * factor, 20)
+        expected = (20, 20) if label == 0 else (20 * factor, 20)
         assert abs(w - expected[0]) <= 1.5 and abs(h - expected[1]) <= 1.5, (label, w, h, expected)
     assert images.min() > 25, "no black border added"
+    (plain, _), = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0))
+    assert ((plain[..., 0] > 125).sum((1, 2)) == 400).all(), "no offset by default"
 
 
 def test_collimator_bands_are_black_edges_of_either_class(monkeypatch):

@@ -200,6 +200,9 @@ SHIFTS = {
     "resolution x0.5": _resolution(0.5),
     "black border, sides": _border("sides"),
     "black border, top and bottom": _border("top and bottom"),
+    # the field of view cropped at the sides or at top and bottom (a tighter collimation), for either class
+    "width stretched x1.26": _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"]),
+    "height stretched x1.26": _aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
     # label-aware, (NORMAL, PNEUMONIA): each class squashed as if from the other's typical original aspect ratio
     "aspect swapped": (_aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
                        _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])),
