@@ -23,6 +23,15 @@ def test_threshold_reaches_target_sensitivity_on_validation(scores):
     assert_consistent(m)
 
 
+def test_threshold_is_the_highest_even_along_a_vertical_stretch_of_the_roc_curve():
+    # one negative above every positive, the rest below: the ROC curve runs straight up at fpr 1/21
+    y = np.r_[np.ones(100), np.zeros(21)]
+    p = np.r_[np.linspace(0.5, 0.99, 100), np.linspace(0.1, 0.3, 20), 0.995]
+    t = choose_threshold(y, p, 0.95)
+    assert binary_metrics(y, p, t)["sensitivity"] == 0.95  # not 1.0 at the lowest positive's score
+    assert binary_metrics(y, p, t + 1e-6)["sensitivity"] < 0.95
+
+
 def test_bootstrap_ci_brackets_the_estimate(scores):
     y, p = scores
     ci = bootstrap_ci(y, p, 0.5, groups=np.arange(len(y)) // 2, n_boot=300)

@@ -53,7 +53,10 @@ def assert_consistent(m: dict) -> None:
 
 def choose_threshold(y_val, p_val, target_sensitivity: float = 0.95) -> float:
     """Highest threshold whose validation sensitivity reaches the target (fewest false alarms)."""
-    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_val).astype(int), np.asarray(p_val).reshape(-1))
+    # Every threshold: by default roc_curve drops the points along a vertical stretch of the curve, and the
+    # first kept point past the target can sit at a lower threshold with more sensitivity than asked for.
+    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_val).astype(int), np.asarray(p_val).reshape(-1),
+                                         drop_intermediate=False)
     ok = np.flatnonzero(tpr >= target_sensitivity)
     return float(min(thresholds[ok[0]], 1.0))
 
