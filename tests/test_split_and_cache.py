@@ -65,6 +65,25 @@ def test_cache_round_trip_on_original_resolution(real_fullres, tmp_path):
     assert build_image_cache(table, 64, tmp_path).folder != first.folder  # size is part of the key
 
 
+def test_changed_files_get_a_new_cache_that_replaces_the_old_one(tmp_path, demo_root):
+    import os
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    table = build_manifest(root).table
+    first = build_image_cache(table, 32, tmp_path / "cache")
+    subset = build_image_cache(table.iloc[::2], 32, tmp_path / "cache")  # other files: a cache of its own
+    other_size = build_image_cache(table, 24, tmp_path / "cache")
+    touched = table["path"].iloc[0]
+    os.utime(touched, ns=(0, 0))  # as a copy or a re-mount changes modification times
+    second = build_image_cache(table, 32, tmp_path / "cache")
+    assert second.built and second.folder != first.folder
+    assert not first.folder.exists()  # superseded: same files, size and resize mode
+    assert subset.folder.exists() and other_size.folder.exists()
+    np.testing.assert_array_equal(first.images, second.images)
+
+
 def test_truncated_image_is_a_counted_skip(tmp_path, demo_root):
     import shutil
 

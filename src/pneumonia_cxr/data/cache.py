@@ -3,7 +3,9 @@
 The cache is keyed by the dataset's files (relative path, byte size, modification time), the
 target size and the resize mode, so a changed dataset or setting gets a new cache, never a stale
 one. A cache folder is written under a temporary name and renamed into place only when complete,
-so an interrupted build never leaves a half-written cache that a later step trusts.
+so an interrupted build never leaves a half-written cache that a later step trusts. A new cache
+replaces (deletes) the older ones of the same files at the same size and resize mode, e.g. after the
+dataset was copied or re-mounted and its modification times changed; caches of other subsets stay.
 """
 
 from __future__ import annotations
@@ -95,6 +97,33 @@ class ImageCache:
     seconds: float
 
 
+def files_digest(table: pd.DataFrame) -> str:
+    """Which files a cache holds, whatever their state: the data root and the sorted relative paths."""
+    raw = "\n".join([str(_data_root(table))] + sorted(table["relpath"]))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _data_root(table: pd.DataFrame) -> Path:
+    if table.empty:
+        return Path()
+    path, rel = Path(table["path"].iloc[0]).resolve(), Path(table["relpath"].iloc[0])
+    return path.parents[len(rel.parts) - 1]
+
+
+def _remove_superseded(folder: Path, meta: dict) -> None:
+    """Delete the other caches of the same files, size and resize mode: older states of the same data."""
+    for other in folder.parent.glob(f"{meta['size']}px-{meta['resize']}-*"):
+        if other == folder or not (other / "meta.json").exists():
+            continue
+        try:
+            old = json.loads((other / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if old.get("files_digest") == meta["files_digest"]:
+            log.info("removing superseded cache %s (same files, changed since)", other)
+            shutil.rmtree(other, ignore_errors=True)
+
+
 def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
     raw = f"v{CACHE_VERSION}|{size}|{resize}|{dataset_fingerprint(table)}"
     return f"{size}px-{resize}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
@@ -173,6 +202,7 @@ def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, work
             "skipped": {"cannot decode image": len(skipped_files)} if skipped_files else {},
             "skipped_files": skipped_files,
             "cache_version": CACHE_VERSION,
+            "files_digest": files_digest(table),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
@@ -184,4 +214,5 @@ def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, work
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _remove_superseded(folder, meta)
     return images, index, meta
