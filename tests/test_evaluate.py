@@ -116,3 +116,35 @@ def test_black_border_shifts_blank_two_opposite_edges():
     sides, rows = apply_shift(im, "black border, sides")[0], apply_shift(im, "black border, top and bottom")[0]
     assert (sides[:, :4] == 0).all() and (sides[:, -4:] == 0).all() and (sides[:, 4:-4] == 180).all()
     assert (rows[:4] == 0).all() and (rows[-4:] == 0).all() and (rows[4:-4] == 180).all()
+
+
+def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tmp_path):
+    import pandas as pd
+
+    from pneumonia_cxr.evaluate import SHIFTS, robustness_table, shift_summary
+    from pneumonia_cxr.results import choice_bootstrap, mean_youden_under_shifts
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(150), np.zeros(50)].astype(int)
+    rows = pd.DataFrame({"relpath": [f"im{i}.jpeg" for i in range(200)], "patient": [f"p{i // 2}" for i in range(200)],
+                         "y_true": y})
+    noise = {"clear": 0.15, "muddled": 0.6, "close": 0.155}
+    shifted = {}
+    for name, sd in noise.items():
+        shifted[name] = np.clip(y[:, None] * 0.5 + 0.25 + rng.normal(0, sd, (200, len(SHIFTS))), 0, 1)
+        pd.concat([rows, pd.DataFrame(shifted[name], columns=list(SHIFTS))], axis=1).to_csv(
+            tmp_path / f"{name}_val_shifts.csv", index=False)
+    table = choice_bootstrap(tmp_path, list(noise), n_boot=200, seed=1)
+    assert table["chosen in resamples"].sum() == pytest.approx(1.0)
+    assert table["chosen in resamples"]["muddled"] < 0.05 < table["chosen in resamples"]["close"]
+    assert (table["J 2.5%"] <= table["mean J under shifts"]).all() and (table["mean J under shifts"] <= table["J 97.5%"]).all()
+    # the same score as choose_model's: J averaged over the robustness table at the validation threshold
+    p = shifted["clear"]
+    from pneumonia_cxr.evaluate import choose_threshold
+    frame = pd.DataFrame(p, columns=list(SHIFTS))
+    rob = robustness_table(None, None, y, choose_threshold(y, p[:, 0]), predictions=frame)
+    assert mean_youden_under_shifts(y, p) == pytest.approx(shift_summary(rob)["mean_youden"])
+    pd.concat([rows.assign(relpath=rows["relpath"][::-1].to_numpy()), frame], axis=1).to_csv(
+        tmp_path / "shuffled_val_shifts.csv", index=False)
+    with pytest.raises(ValueError, match="shuffled_val_shifts.csv"):
+        choice_bootstrap(tmp_path, ["clear", "shuffled"], n_boot=10)

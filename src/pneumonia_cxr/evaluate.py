@@ -233,11 +233,20 @@ def shift_summary(table: pd.DataFrame) -> dict:
     }
 
 
-def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625) -> pd.DataFrame:
-    """Hold-out metrics at the fixed threshold under each acquisition shift and at another prevalence."""
+def shift_predictions(predict, images, y_true) -> pd.DataFrame:
+    """The model's probabilities for every image (rows) under every acquisition shift (columns)."""
+    return pd.DataFrame({name: np.asarray(predict(apply_shift(images, name, y_true))).reshape(-1) for name in SHIFTS})
+
+
+def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625,
+                     predictions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Hold-out metrics at the fixed threshold under each acquisition shift and at another prevalence
+    (from `predictions`, a `shift_predictions` table, when given; else `predict` is called)."""
+    if predictions is None:
+        predictions = shift_predictions(predict, images, y_true)
     rows = []
     for name in SHIFTS:
-        m = binary_metrics(y_true, predict(apply_shift(images, name, y_true)), threshold)
+        m = binary_metrics(y_true, predictions[name].to_numpy(), threshold)
         prev = at_prevalence(m, prevalence)
         rows.append({"shift": name, "roc_auc": m["roc_auc"], "sensitivity": m["sensitivity"],
                      "specificity": m["specificity"], "accuracy": m["accuracy"],

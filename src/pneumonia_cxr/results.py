@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .data import TERNARY_CLASSES, XrayData, make_dataset
-from .evaluate import (PUBLISHED, assert_consistent, choose_threshold, evaluate_binary, robustness_table, shift_summary,
-                       ternary_metrics)
+from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, robustness_table,
+                       shift_predictions, shift_summary, ternary_metrics)
 from .train import load_model, read_json, save_model, save_predictions, write_json
 
 
@@ -44,10 +44,15 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     with that threshold -> reload in safe mode (must predict the same) -> predict the test split once ->
     metrics with CIs -> robustness table of the test split under the same shifts.
     """
-    x_va, y_va, _ = data.split("val")
+    x_va, y_va, rows_va = data.split("val")
     p_va = predict_binary(model, x_va)
     threshold = choose_threshold(y_va, p_va, cfg["target_sensitivity"])
-    val_shifts = robustness_table(lambda x: predict_binary(model, x), x_va, y_va, threshold)
+    shifted = shift_predictions(lambda x: predict_binary(model, x), x_va, y_va)
+    # kept per image, so the final notebook can bootstrap how sure the model choice is
+    _atomic_csv(pd.concat([rows_va[["relpath", "patient"]].reset_index(drop=True),
+                           pd.DataFrame({"y_true": y_va}), shifted], axis=1),
+                dirs["predictions"] / f"{name}_val_shifts.csv")
+    val_shifts = robustness_table(None, x_va, y_va, threshold, predictions=shifted)
     _atomic_csv(val_shifts, dirs["metrics"] / f"{name}_val_robustness.csv")
     path = save_model(model, Path(models_dir) / f"{name}.keras", image_size=cfg["image_size"], resize="squash",
                       task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=threshold, **extra)
@@ -148,6 +153,45 @@ def choose_model(metrics: dict[str, dict]) -> str:
         raise ValueError("no binary model metrics to choose from")
     return max(binary, key=lambda k: (binary[k].get("val_under_shifts", {}).get("mean_youden", -2.0),
                                       binary[k]["val"]["roc_auc"]))
+
+
+def mean_youden_under_shifts(y, shifted: np.ndarray, target_sensitivity: float = 0.95) -> float:
+    """`choose_model`'s score from per-image probabilities (columns in the order of `SHIFTS`): the threshold for
+    the target sensitivity on the unshifted images, then Youden's J averaged over the shifts."""
+    y = np.asarray(y).astype(bool)
+    called = shifted >= choose_threshold(y, shifted[:, list(SHIFTS).index("none")], target_sensitivity)
+    return float(np.mean(called[y].mean(0) + (~called[~y]).mean(0) - 1))
+
+
+def choice_bootstrap(predictions_dir: str | Path, models: list[str], target_sensitivity: float = 0.95,
+                     n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """How sure the model choice is: `choose_model`'s rule (threshold for the target sensitivity on validation,
+    then Youden's J averaged over the validation shifts) re-applied to bootstrap resamples of the validation
+    patients. Per model: its mean J, a 95% interval, and the fraction of resamples in which it wins."""
+    tables = {m: pd.read_csv(Path(predictions_dir) / f"{m}_val_shifts.csv") for m in models}
+    first = tables[models[0]]
+    for m, t in tables.items():
+        if not t["relpath"].equals(first["relpath"]):
+            raise ValueError(f"{m}_val_shifts.csv: not the same validation images as {models[0]}_val_shifts.csv")
+    y = first["y_true"].to_numpy().astype(bool)
+    shifted = {m: t[list(SHIFTS)].to_numpy() for m, t in tables.items()}
+    _, inverse = np.unique(first["patient"].to_numpy(), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        yb = y[idx]
+        if yb.all() or not yb.any():
+            continue
+        draws.append({m: mean_youden_under_shifts(yb, p[idx], target_sensitivity) for m, p in shifted.items()})
+    draws = pd.DataFrame(draws)
+    wins = draws.idxmax(axis=1).value_counts(normalize=True)
+    return pd.DataFrame({
+        "mean J under shifts": pd.Series({m: mean_youden_under_shifts(y, p, target_sensitivity) for m, p in shifted.items()}),
+        "J 2.5%": draws.quantile(0.025), "J 97.5%": draws.quantile(0.975),
+        "chosen in resamples": wins.reindex(draws.columns).fillna(0.0),
+    }).sort_values("chosen in resamples", ascending=False)
 
 
 def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
