@@ -140,7 +140,6 @@ def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tm
     assert (table["J 2.5%"] <= table["mean J under shifts"]).all() and (table["mean J under shifts"] <= table["J 97.5%"]).all()
     # the same score as choose_model's: J averaged over the robustness table at the validation threshold
     p = shifted["clear"]
-    from pneumonia_cxr.evaluate import choose_threshold
     frame = pd.DataFrame(p, columns=list(SHIFTS))
     rob = robustness_table(None, None, y, choose_threshold(y, p[:, 0]), predictions=frame)
     assert mean_youden_under_shifts(y, p) == pytest.approx(shift_summary(rob)["mean_youden"])
