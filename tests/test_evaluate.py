@@ -121,7 +121,7 @@ def test_black_border_shifts_blank_two_opposite_edges():
 def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tmp_path):
     import pandas as pd
 
-    from pneumonia_cxr.evaluate import SHIFTS, robustness_table, shift_summary
+    from pneumonia_cxr.evaluate import SHIFTS, shift_metrics, shift_summary
     from pneumonia_cxr.results import choice_bootstrap, mean_youden_under_shifts
 
     rng = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tm
     # the same score as choose_model's: J averaged over the robustness table at the validation threshold
     p = shifted["clear"]
     frame = pd.DataFrame(p, columns=list(SHIFTS))
-    rob = robustness_table(None, None, y, choose_threshold(y, p[:, 0]), predictions=frame)
+    rob = shift_metrics(frame, y, choose_threshold(y, p[:, 0]))
     assert mean_youden_under_shifts(y, p) == pytest.approx(shift_summary(rob)["mean_youden"])
     pd.concat([rows.assign(relpath=rows["relpath"][::-1].to_numpy()), frame], axis=1).to_csv(
         tmp_path / "shuffled_val_shifts.csv", index=False)

@@ -238,12 +238,13 @@ def shift_predictions(predict, images, y_true) -> pd.DataFrame:
     return pd.DataFrame({name: np.asarray(predict(apply_shift(images, name, y_true))).reshape(-1) for name in SHIFTS})
 
 
-def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625,
-                     predictions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Hold-out metrics at the fixed threshold under each acquisition shift and at another prevalence
-    (from `predictions`, a `shift_predictions` table, when given; else `predict` is called)."""
-    if predictions is None:
-        predictions = shift_predictions(predict, images, y_true)
+def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625) -> pd.DataFrame:
+    """Hold-out metrics at the fixed threshold under each acquisition shift and at another prevalence."""
+    return shift_metrics(shift_predictions(predict, images, y_true), y_true, threshold, prevalence)
+
+
+def shift_metrics(predictions: pd.DataFrame, y_true, threshold: float, prevalence: float = 0.625) -> pd.DataFrame:
+    """The robustness table from a `shift_predictions` table already computed."""
     rows = []
     for name in SHIFTS:
         m = binary_metrics(y_true, predictions[name].to_numpy(), threshold)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .data import TERNARY_CLASSES, XrayData, make_dataset
 from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, robustness_table,
-                       shift_predictions, shift_summary, ternary_metrics)
+                       shift_metrics, shift_predictions, shift_summary, ternary_metrics)
 from .train import load_model, read_json, save_model, save_predictions, write_json
 
 
@@ -52,7 +52,7 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     _atomic_csv(pd.concat([rows_va[["relpath", "patient"]].reset_index(drop=True),
                            pd.DataFrame({"y_true": y_va}), shifted], axis=1),
                 dirs["predictions"] / f"{name}_val_shifts.csv")
-    val_shifts = robustness_table(None, x_va, y_va, threshold, predictions=shifted)
+    val_shifts = shift_metrics(shifted, y_va, threshold)
     _atomic_csv(val_shifts, dirs["metrics"] / f"{name}_val_robustness.csv")
     path = save_model(model, Path(models_dir) / f"{name}.keras", image_size=cfg["image_size"], resize="squash",
                       task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=threshold, **extra)
