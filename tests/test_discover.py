@@ -34,6 +34,9 @@ def test_real_fullres_sample(real_fullres):
     ("person1481_bacteria_3866.jpeg", "person1481"),
     ("IM-0115-0001.jpeg", "IM-0115"),
     ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+    ("BACTERIA-1008087-0001.jpeg", "PATIENT-1008087"),  # Mendeley v3 names
+    ("VIRUS-1008087-0002.jpeg", "PATIENT-1008087"),
+    ("NORMAL-1003233-0001.jpeg", "PATIENT-1003233"),
     ("scan.png", None),
 ])
 def test_parse_patient(name, patient):
@@ -105,3 +108,21 @@ def test_raw_folder_is_never_written(tmp_path, demo_root):
     before = sorted((p, p.stat().st_mtime_ns) for p in demo_root.rglob("*"))
     load_dataset(demo_root, 32, tmp_path / "cache", seed=1)
     assert sorted((p, p.stat().st_mtime_ns) for p in demo_root.rglob("*")) == before
+
+
+def test_mendeley_v3_names_give_patients_and_subtypes(tmp_path):
+    for split in ("train", "test"):
+        _img(tmp_path / "CellData" / "chest_xray" / split / "NORMAL" / "NORMAL-1003233-0001.jpeg")
+        _img(tmp_path / "CellData" / "chest_xray" / split / "PNEUMONIA" / "BACTERIA-1008087-0001.jpeg")
+        _img(tmp_path / "CellData" / "chest_xray" / split / "PNEUMONIA" / "VIRUS-1012345-0001.jpeg")
+    t = build_manifest(tmp_path).table
+    assert set(t["patient"]) == {"PATIENT-1003233", "PATIENT-1008087", "PATIENT-1012345"}
+    assert sorted(t["subtype"]) == sorted(["normal", "bacteria", "virus"] * 2)
+
+
+def test_names_without_patient_ids_stop_the_run_instead_of_splitting_by_image(tmp_path):
+    _tiny(tmp_path)
+    for k in range(3):
+        _img(tmp_path / "train" / "PNEUMONIA" / f"scan{k}.jpeg")
+    with pytest.raises(DatasetError, match=r"3 of 9 images have no patient id.*train/PNEUMONIA/scan0.jpeg"):
+        build_manifest(tmp_path)

@@ -147,3 +147,62 @@ def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tm
         tmp_path / "shuffled_val_shifts.csv", index=False)
     with pytest.raises(ValueError, match="shuffled_val_shifts.csv"):
         choice_bootstrap(tmp_path, ["clear", "shuffled"], n_boot=10)
+
+
+def test_subgroup_table_splits_sensitivity_by_subtype_and_specificity_by_normal_series(tmp_path):
+    import pandas as pd
+
+    from pneumonia_cxr.evaluate import binary_metrics
+    from pneumonia_cxr.results import subgroup_table
+
+    rows = ([("bacteria", f"person{i}", 1, 0.9) for i in range(40)]                      # all found
+            + [("virus", f"person{100 + i}", 1, 0.9 if i % 4 else 0.1) for i in range(40)]  # a quarter missed
+            + [("normal", f"IM-{i:04d}", 0, 0.1) for i in range(30)]                     # all cleared
+            + [("normal", f"NORMAL2-IM-{i:04d}", 0, 0.9 if i < 6 else 0.1) for i in range(30)])  # 6 false alarms
+    pred = pd.DataFrame(rows, columns=["subtype", "patient", "y_true", "p_pneumonia"])
+    pred.insert(0, "relpath", [f"im{i}.jpeg" for i in range(len(pred))])
+    pred.to_csv(tmp_path / "m_test.csv", index=False)
+    table = subgroup_table(tmp_path, {"m": 0.5}, n_boot=300).set_index("subgroup")
+    assert table.loc["bacterial pneumonia", "value"] == 1.0 and table.loc["viral pneumonia", "value"] == 0.75
+    assert table.loc["normal, IM- series", "value"] == 1.0 and table.loc["normal, NORMAL2- series", "value"] == 0.8
+    assert set(table["metric"]) == {"sensitivity", "specificity"}
+    assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
+    assert table.loc["viral pneumonia", "ci_low"] < 0.75 < table.loc["viral pneumonia", "ci_high"]
+    # the subgroups add back up to the model's overall rates
+    whole = binary_metrics(pred["y_true"], pred["p_pneumonia"], 0.5)
+    for metric in ("sensitivity", "specificity"):
+        part = table[table["metric"] == metric]
+        assert (part["value"] * part["images"]).sum() / part["images"].sum() == pytest.approx(whole[metric])
+
+
+def test_rate_ci_resamples_patients_not_images():
+    from pneumonia_cxr.evaluate import rate_ci
+
+    hits = np.r_[np.ones(50), np.zeros(50)]
+    one_patient_each = rate_ci(hits, np.arange(100), n_boot=500)
+    ten_images_each = rate_ci(hits, np.arange(100) // 10, n_boot=500)  # ten patients, each all hit or all missed
+    assert one_patient_each[0] == ten_images_each[0] == 0.5
+    assert ten_images_each[2] - ten_images_each[1] > 1.5 * (one_patient_each[2] - one_patient_each[1])
+    assert rate_ci(np.ones(5), np.arange(5)) == (1.0, 1.0, 1.0)
+
+
+def test_predictions_read_back_give_the_same_calls_at_the_saved_threshold(tmp_path):
+    """float32 probabilities printed short read back as other float64s: the image that sets the threshold would
+    fall below it, and validation sensitivity from the file below the target."""
+    import pandas as pd
+
+    from pneumonia_cxr.evaluate import binary_metrics
+    from pneumonia_cxr.results import probabilities
+    from pneumonia_cxr.train import save_predictions
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(y * 0.3 + rng.random(500) * 0.7, 0, 1).astype(np.float32)
+    threshold = choose_threshold(y, p)
+    rows = pd.DataFrame({"relpath": [f"im{i}.jpeg" for i in range(500)], "patient": [f"p{i}" for i in range(500)],
+                         "split_assigned": "val", "subtype": np.where(y == 1, "bacteria", "normal")})
+    y_back, p_back = probabilities(save_predictions(tmp_path / "m_val.csv", rows, p, y))
+    assert ((p_back >= threshold) == (p >= threshold)).all()
+    for t in map(float, p[:100]):  # any threshold taken from the probabilities themselves
+        assert ((p_back >= t) == (p >= t)).all(), t
+    assert binary_metrics(y_back, p_back, threshold)["sensitivity"] == binary_metrics(y, p, threshold)["sensitivity"] >= 0.95

@@ -53,3 +53,12 @@ def test_smoke_run_evaluates_on_the_official_test_folder(real_224, real_fullres,
         assert result["test"]["n"] == len(rows) > 0
         assert rows["relpath"].str.startswith("test/").all(), "every test prediction is of the official test/ folder"
         assert set(rows["patient"]) <= test_patients and len(rows) <= n_test
+    # re-running one notebook keeps what run.json says of the others: their times, commits and the run's peak memory
+    before = json.loads((metrics / "run.json").read_text())
+    again = subprocess.run(cmd + ["--only", "final"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = json.loads((metrics / "run.json").read_text())
+    assert after["notebooks"]["03_scratch_cnn"] == before["notebooks"]["03_scratch_cnn"]
+    assert after["peak_memory_mb"] == before["peak_memory_mb"]  # training peaks higher than the final notebook
+    assert set(after["notebooks"]) == set(before["notebooks"])
+    assert (metrics / "subgroups.csv").exists()

@@ -33,6 +33,14 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def subgroup_sentence(groups: pd.DataFrame, model: str) -> str:
+    """The chosen model's test sensitivity per pneumonia subtype and specificity per NORMAL series, in one line."""
+    rows = groups[groups["model"] == model].sort_values(["metric", "subgroup"])
+    parts = [f"{r.metric} on {r.subgroup} {r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] ({r.images} images)"
+             for r in rows.itertuples()]
+    return f"By subgroup on test (`reports/metrics/subgroups.csv`): {'; '.join(parts)}." if parts else ""
+
+
 def results_markdown(reports_dir: str | Path = "reports") -> str:
     metrics_dir = Path(reports_dir) / "metrics"
     metrics = load_metrics(metrics_dir)
@@ -50,7 +58,10 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines.append("Normal vs pneumonia (val J (shifts): Youden's J on validation averaged over acquisition shifts, the "
                  "model-choice rule):\n")
     lines.append(markdown_table(binary_table(metrics)))
-    lines.append(f"\nChosen on validation, before test is read: **{choose_model(metrics)}**.")
+    chosen = choose_model(metrics)
+    lines.append(f"\nChosen on validation, before test is read: **{chosen}**.")
+    if (metrics_dir / "subgroups.csv").exists():
+        lines.append(subgroup_sentence(pd.read_csv(metrics_dir / "subgroups.csv"), chosen))
     lines.append("\nNormal / bacterial / viral:\n")
     lines.append(markdown_table(ternary_table(metrics)))
     if run.get("wall_seconds"):

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .data import TERNARY_CLASSES, XrayData, make_dataset
-from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, robustness_table,
+from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, rate_ci, robustness_table,
                        shift_metrics, shift_predictions, shift_summary, ternary_metrics)
-from .train import load_model, read_json, save_model, save_predictions, write_json
+from .train import EXACT_FLOATS, load_model, read_json, save_model, save_predictions, write_csv, write_json
 
 
 def record_binary(name: str, p_val, p_test, data: XrayData, dirs: dict, cfg: dict, **extra) -> dict:
@@ -49,11 +49,11 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     threshold = choose_threshold(y_va, p_va, cfg["target_sensitivity"])
     shifted = shift_predictions(lambda x: predict_binary(model, x), x_va, y_va)
     # kept per image, so the final notebook can bootstrap how sure the model choice is
-    _atomic_csv(pd.concat([rows_va[["relpath", "patient"]].reset_index(drop=True),
-                           pd.DataFrame({"y_true": y_va}), shifted], axis=1),
-                dirs["predictions"] / f"{name}_val_shifts.csv")
+    write_csv(dirs["predictions"] / f"{name}_val_shifts.csv",
+              pd.concat([rows_va[["relpath", "patient"]].reset_index(drop=True), pd.DataFrame({"y_true": y_va}),
+                         shifted], axis=1), EXACT_FLOATS)
     val_shifts = shift_metrics(shifted, y_va, threshold)
-    _atomic_csv(val_shifts, dirs["metrics"] / f"{name}_val_robustness.csv")
+    write_csv(dirs["metrics"] / f"{name}_val_robustness.csv", val_shifts)
     path = save_model(model, Path(models_dir) / f"{name}.keras", image_size=cfg["image_size"], resize="squash",
                       task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=threshold, **extra)
     reloaded, _ = load_model(path)
@@ -65,14 +65,8 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     assert_consistent(result["val"])
     assert result["threshold"] == threshold
     robustness = robustness_table(lambda x: predict_binary(reloaded, x), x_te, y_te, threshold)
-    _atomic_csv(robustness, dirs["metrics"] / f"{name}_robustness.csv")
+    write_csv(dirs["metrics"] / f"{name}_robustness.csv", robustness)
     return result, robustness
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def record_ternary(name: str, probs_val, probs_test, data: XrayData, dirs: dict, cfg: dict, **extra) -> dict:
@@ -192,6 +186,34 @@ def choice_bootstrap(predictions_dir: str | Path, models: list[str], target_sens
         "J 2.5%": draws.quantile(0.025), "J 97.5%": draws.quantile(0.975),
         "chosen in resamples": wins.reindex(draws.columns).fillna(0.0),
     }).sort_values("chosen in resamples", ascending=False)
+
+
+def subgroup_of(predictions: pd.DataFrame) -> pd.Series:
+    """Pneumonias by subtype, NORMALs by the file-name series (IM-... or NORMAL2-IM-..., two batches of the
+    release with different false-alarm rates); images of one subgroup share a class."""
+    normal_series = np.where(predictions["patient"].str.startswith("NORMAL2-"), "normal, NORMAL2- series",
+                             np.where(predictions["patient"].str.startswith("IM-"), "normal, IM- series",
+                                      "normal, other names"))
+    pneumonia = predictions["subtype"].map({"bacteria": "bacterial pneumonia", "virus": "viral pneumonia"})
+    return pd.Series(np.where(predictions["y_true"] == 1, pneumonia.fillna("pneumonia, subtype unknown"),
+                              normal_series), index=predictions.index)
+
+
+def subgroup_table(predictions_dir: str | Path, thresholds: dict[str, float], split: str = "test",
+                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Who is missed and who is falsely alarmed: per model, sensitivity on each pneumonia subtype and specificity
+    on each NORMAL series, at the model's validation threshold, with patient-bootstrap 95% CIs."""
+    rows = []
+    for model, threshold in thresholds.items():
+        pred = pd.read_csv(Path(predictions_dir) / f"{model}_{split}.csv")
+        called = pred["p_pneumonia"].to_numpy() >= threshold
+        for group, idx in pred.groupby(subgroup_of(pred)).indices.items():
+            positive = bool(pred["y_true"].iloc[idx[0]])
+            rate, lo, hi = rate_ci(called[idx] == positive, pred["patient"].iloc[idx], n_boot, seed)
+            rows.append({"model": model, "split": split, "subgroup": group,
+                         "metric": "sensitivity" if positive else "specificity", "images": len(idx),
+                         "patients": pred["patient"].iloc[idx].nunique(), "value": rate, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
 
 
 def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "git_commit": git_commit(),
            "notebooks": {}}
     if run_log.exists() and args.only and not args.prepare_only:
-        log["notebooks"] = read_json(run_log).get("notebooks", {})
+        previous = read_json(run_log)
+        log["notebooks"] = {nb: {"git_commit": previous.get("git_commit"), **entry}
+                            for nb, entry in previous.get("notebooks", {}).items()}
+        log["peak_memory_mb"] = previous.get("peak_memory_mb", 0)
     start = time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
         src = ROOT / nb
@@ -137,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         if not args.prepare_only:
             clean_notebook(dst)
-            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1)}
+            # per notebook: with --only, the others keep the commit they last ran at
+            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1), "git_commit": log["git_commit"]}
             log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
             log["cpu_count"] = os.cpu_count()

@@ -71,6 +71,18 @@ def write_json(path: str | Path, obj) -> Path:
     return path
 
 
+# Probabilities are written with every digit (float32 printed short reads back as a different float64), so that
+# `p >= threshold` on a CSV read back is what it was in memory, for the image that sets the threshold too.
+EXACT_FLOATS = "%.17g"
+
+
+def write_csv(path: str | Path, table: pd.DataFrame, float_format: str | None = None) -> Path:
+    """Write a table atomically (a crash never leaves half a file that a later step reads)."""
+    path = Path(path)
+    _atomic_write_text(path, table.to_csv(index=False, float_format=float_format))
+    return path
+
+
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
@@ -143,6 +155,4 @@ def save_predictions(path: str | Path, rows: pd.DataFrame, probabilities: np.nda
     else:
         for i, name in enumerate(["normal", "bacteria", "virus"][: p.shape[1]]):
             out[f"p_{name}"] = p[:, i]
-    path = Path(path)
-    _atomic_write_text(path, out.to_csv(index=False))
-    return path
+    return write_csv(path, out, EXACT_FLOATS)

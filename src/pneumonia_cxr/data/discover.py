@@ -32,7 +32,12 @@ _PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_", re.IGNORECASE),
     re.compile(r"^(NORMAL2-IM-\d+)-\d+", re.IGNORECASE),
     re.compile(r"^(IM-\d+)-\d+", re.IGNORECASE),
+    # Mendeley Data v3 (CellData/chest_xray): NORMAL-1003233-0001, BACTERIA-1008087-0001, VIRUS-...; the number is
+    # the patient whatever the class, so images of one number stay together
+    re.compile(r"^(?:NORMAL|BACTERIA|VIRUS)-(\d+)-\d+", re.IGNORECASE),
 )
+# above this share of images without a patient id in the name, a patient-level split is impossible: stop
+MAX_UNKNOWN_PATIENT_SHARE = 0.05
 
 MANIFEST_COLUMNS = [
     "path", "relpath", "split", "label", "subtype", "patient", "width", "height", "mode",
@@ -58,11 +63,14 @@ class Manifest:
 
 
 def parse_patient(filename: str) -> str | None:
-    """Patient id from a Kermany file name: personN, IM-XXXX or NORMAL2-IM-XXXX; None if unknown."""
+    """Patient id from a Kermany file name: personN, IM-XXXX, NORMAL2-IM-XXXX (Kaggle, Mendeley v2) or
+    PATIENT-N (Mendeley v3's CLASS-N-XXXX); None if unknown."""
     for pattern in _PATIENT_PATTERNS:
         match = pattern.match(filename)
         if match:
             pid = match.group(1)
+            if pid.isdigit():
+                return f"PATIENT-{pid}"
             return pid.lower() if pid.lower().startswith("person") else pid.upper()
     return None
 
@@ -166,4 +174,11 @@ def build_manifest(root: str | Path) -> Manifest:
     table = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if "train" not in splits:
         raise DatasetError(f"{data_root}: no train/ split folder")
+    unknown = table["patient"].str.startswith("file:")
+    if unknown.mean() > MAX_UNKNOWN_PATIENT_SHARE:
+        examples = ", ".join(table.loc[unknown, "relpath"].head(3))
+        raise DatasetError(
+            f"{data_root}: {unknown.sum()} of {len(table)} images have no patient id in their file name (e.g. "
+            f"{examples}), so the split cannot keep a patient's images together; expected Kermany names such as "
+            "person1164_virus_1952.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg or BACTERIA-1008087-0001.jpeg")
     return Manifest(root=data_root, table=table, skipped=skipped, skipped_files=skipped_files)
