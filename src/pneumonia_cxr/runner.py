@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
            "notebooks": {}}
     if run_log.exists() and args.only and not args.prepare_only:
         previous = read_json(run_log)
-        log["notebooks"] = {nb: {"git_commit": previous.get("git_commit"), **entry}
+        log["notebooks"] = {nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
                             for nb, entry in previous.get("notebooks", {}).items()}
         log["peak_memory_mb"] = previous.get("peak_memory_mb", 0)
     start = time.perf_counter()
