@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .data import TERNARY_CLASSES, XrayData, make_dataset
-from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, rate_ci, robustness_table,
-                       shift_metrics, shift_predictions, shift_summary, ternary_metrics)
+from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, rate_ci,
+                       robustness_table, shift_metrics, shift_predictions, shift_summary, ternary_metrics)
 from .train import EXACT_FLOATS, load_model, read_json, save_model, save_predictions, write_csv, write_json
 
 
@@ -189,8 +189,8 @@ def choice_bootstrap(predictions_dir: str | Path, models: list[str], target_sens
 
 
 def subgroup_of(predictions: pd.DataFrame) -> pd.Series:
-    """Pneumonias by subtype, NORMALs by the file-name series (IM-... or NORMAL2-IM-..., two batches of the
-    release with different false-alarm rates); images of one subgroup share a class."""
+    """Pneumonias by subtype, NORMALs by the series of their file names (IM-... or NORMAL2-IM-..., two batches of
+    the release); the images of one subgroup share a class."""
     normal_series = np.where(predictions["patient"].str.startswith("NORMAL2-"), "normal, NORMAL2- series",
                              np.where(predictions["patient"].str.startswith("IM-"), "normal, IM- series",
                                       "normal, other names"))
