@@ -61,18 +61,24 @@ def choose_threshold(y_val, p_val, target_sensitivity: float = 0.95) -> float:
     return float(min(thresholds[ok[0]], 1.0))
 
 
+def patient_resamples(groups, n_boot: int = 1000, seed: int = 0):
+    """Bootstrap resamples of whole patients (images of one patient are not independent): for each draw, the
+    indices of the images of the patients drawn."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_ci(y_true, p, threshold: float, groups=None, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict:
-    """Percentile CIs, resampling whole patients (images of one patient are not independent)."""
+    """Percentile CIs, resampling whole patients."""
     y_true, p = np.asarray(y_true), np.asarray(p).reshape(-1)
-    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
+    groups = np.arange(len(y_true)) if groups is None else groups
     names = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"]
     draws = {k: [] for k in names}
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+    for idx in patient_resamples(groups, n_boot, seed):
         if len(np.unique(y_true[idx])) < 2:
             continue
         m = binary_metrics(y_true[idx], p[idx], threshold)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .data import TERNARY_CLASSES, XrayData, make_dataset
-from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, rate_ci,
-                       robustness_table, shift_metrics, shift_predictions, shift_summary, ternary_metrics)
+from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, patient_resamples,
+                       rate_ci, robustness_table, shift_metrics, shift_predictions, shift_summary, ternary_metrics)
 from .train import EXACT_FLOATS, load_model, read_json, save_model, save_predictions, write_csv, write_json
 
 
@@ -169,12 +169,8 @@ def choice_bootstrap(predictions_dir: str | Path, models: list[str], target_sens
             raise ValueError(f"{m}_val_shifts.csv: not the same validation images as {models[0]}_val_shifts.csv")
     y = first["y_true"].to_numpy().astype(bool)
     shifted = {m: t[list(SHIFTS)].to_numpy() for m, t in tables.items()}
-    _, inverse = np.unique(first["patient"].to_numpy(), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
-    rng = np.random.default_rng(seed)
     draws = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    for idx in patient_resamples(first["patient"].to_numpy(), n_boot, seed):
         yb = y[idx]
         if yb.all() or not yb.any():
             continue
