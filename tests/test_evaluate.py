@@ -118,6 +118,25 @@ def test_black_border_shifts_blank_two_opposite_edges():
     assert (rows[:4] == 0).all() and (rows[-4:] == 0).all() and (rows[4:-4] == 180).all()
 
 
+def test_grain_and_jpeg_shifts_are_deterministic_small_and_differ_between_images():
+    """The grain is seeded by the image itself: the same image gets the same grain, another image another."""
+    from pneumonia_cxr.evaluate import apply_shift
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(60, 200, (1, 64, 64)).astype(np.uint8)
+    b = np.roll(a, 1, axis=2)
+    for sd in (2, 5):
+        once, again = apply_shift(np.concatenate([a, b]), f"noise sd={sd}"), apply_shift(a, f"noise sd={sd}")
+        np.testing.assert_array_equal(once[0], again[0])
+        grain_a, grain_b = once[0].astype(float) - a[0], once[1].astype(float) - b[0]
+        assert abs(grain_a.std() - sd) < 0.3 and abs(grain_a.mean()) < 0.3
+        assert not np.array_equal(grain_a, grain_b), "another image, another grain"
+    smooth = np.tile(np.linspace(40, 220, 64), (64, 1)).astype(np.uint8)[None]
+    resaved = apply_shift(smooth, "jpeg quality 50")
+    assert resaved.shape == smooth.shape and resaved.dtype == np.uint8
+    assert 0 < np.abs(resaved.astype(float) - smooth).mean() < 3
+
+
 def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tmp_path):
     import pandas as pd
 

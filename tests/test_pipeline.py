@@ -112,6 +112,22 @@ def test_collimator_bands_are_black_edges_of_either_class(monkeypatch):
     assert (images == 0).all(2).any() and (images == 0).all(1).any(), "top/bottom and side bands both occur"
 
 
+def test_grain_is_zero_mean_noise_on_about_noise_fraction_of_the_images(monkeypatch):
+    """Grain augmentation adds Gaussian noise (sd up to noise_sd) to some images of either class, nothing else."""
+    from pneumonia_cxr.data import pipeline
+
+    monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, noise_fraction=0.5, noise_sd=8.0))
+    x = np.full((64, 32, 32), 100, np.uint8)
+    labels = np.arange(64) % 2
+    (images, y), = batches(make_dataset(x, labels, 64, training=True, seed=0, augment=1.0))
+    grain = images[..., 0] - 100.0
+    sd = grain.std((1, 2))
+    grainy = sd > 0.05
+    assert 0.3 < grainy.mean() < 0.7 and grainy[y == 0].any() and grainy[y == 1].any()
+    assert sd.max() < 8.5 and abs(grain[grainy].mean()) < 0.2
+    assert np.abs(grain[~grainy]).max() < 0.05, "images without grain are left as they were"
+
+
 def test_class_aspect_ratios_match_the_original_images(real_fullres):
     """ORIGINAL_ASPECT is what the full-resolution originals measure, per class (medians within 0.03)."""
     from PIL import Image

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import zlib
+
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
@@ -186,6 +189,24 @@ def _resolution(f):
     return down_up
 
 
+def _noise(sd):
+    """Gaussian grain of `sd` grey levels, as a noisier detector or a lower dose gives; seeded by the image itself,
+    so the shift is deterministic and differs between images."""
+    def grain(im):
+        rng = np.random.default_rng(zlib.crc32(im.tobytes()))
+        return np.clip(im + rng.normal(0.0, sd, im.shape), 0, 255).round().astype(np.uint8)
+    return grain
+
+
+def _jpeg(quality):
+    """Re-saved as a JPEG of lower `quality`, as another export or archive would."""
+    def resave(im):
+        buffer = io.BytesIO()
+        Image.fromarray(im).save(buffer, "JPEG", quality=quality)
+        return np.asarray(Image.open(buffer).convert("L"))
+    return resave
+
+
 def _aspect(f):
     """Change width / height by `f` about the centre, as an original of another aspect ratio squashed to a square
     would look: f > 1 stretches the width, f < 1 the height, and the overflow is cropped. Nothing is padded, so the
@@ -221,6 +242,9 @@ SHIFTS = {
     "gamma 1.5": _gamma(1.5),
     "blur r=1.5": _blur(1.5),
     "resolution x0.5": _resolution(0.5),
+    "noise sd=2": _noise(2),
+    "noise sd=5": _noise(5),
+    "jpeg quality 50": _jpeg(50),
     "black border, sides": _border("sides"),
     "black border, top and bottom": _border("top and bottom"),
     # the field of view cropped at the sides or at top and bottom (a tighter collimation), for either class
