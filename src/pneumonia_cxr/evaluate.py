@@ -92,15 +92,12 @@ def bootstrap_ci(y_true, p, threshold: float, groups=None, n_boot: int = 1000, s
 
 
 def rate_ci(hits, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """A rate within one class (sensitivity on viral pneumonias, say) and its percentile CI, resampling whole
-    patients as `bootstrap_ci` does."""
+    """A rate within one class (sensitivity on viral pneumonias, say) and its percentile CI, from the same
+    patient resamples as `bootstrap_ci`."""
     hits = np.asarray(hits, dtype=float)
     if not len(hits):
         return float("nan"), float("nan"), float("nan")
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    per_patient_hits, per_patient_n = np.bincount(inverse, hits), np.bincount(inverse)
-    draws = np.random.default_rng(seed).integers(0, len(per_patient_n), (n_boot, len(per_patient_n)))
-    rates = per_patient_hits[draws].sum(1) / per_patient_n[draws].sum(1)
+    rates = [hits[idx].mean() for idx in patient_resamples(groups, n_boot, seed)]
     lo, hi = np.percentile(rates, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(hits.mean()), float(lo), float(hi)
 
