@@ -128,6 +128,38 @@ def test_grain_is_zero_mean_noise_on_about_noise_fraction_of_the_images(monkeypa
     assert np.abs(grain[~grainy]).max() < 0.05, "images without grain are left as they were"
 
 
+def test_jpeg_resave_is_a_real_jpeg_round_trip_on_about_jpeg_fraction_of_the_images(monkeypatch):
+    """JPEG augmentation re-saves some images of either class at a quality within jpeg_quality, nothing else."""
+    import tensorflow as tf
+
+    from pneumonia_cxr.data import pipeline
+
+    monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, jpeg_fraction=0.5, jpeg_quality=(30, 95)))
+    x = np.random.default_rng(0).integers(60, 200, (32, 16, 16)).astype(np.uint8)  # texture for JPEG to lose
+    (images, index), = batches(make_dataset(x, np.arange(32), 32, training=True, seed=0, augment=1.0))
+    images, x, y = images[..., 0], x[index], index % 2  # shuffled: the "labels" say which image; classes alternate
+    changed = np.abs(images - x).max((1, 2)) > 0.5
+    assert 0.25 < changed.mean() < 0.75 and changed[y == 0].any() and changed[y == 1].any()
+    assert np.abs(images[~changed] - x[~changed]).max() < 0.01, "images not re-saved are left as they were"
+    for image, original in zip(images[changed], x[changed]):
+        round_trips = [tf.image.adjust_jpeg_quality(original[..., None], q).numpy()[..., 0] for q in range(30, 96)]
+        assert any(np.abs(image - r).max() <= 1 for r in round_trips), "a JPEG re-save at a quality in the range"
+
+
+def test_blur_beyond_one_blends_on_towards_the_twice_blurred_image(monkeypatch):
+    """blur k = 1 is one Gaussian blur, k = 2 the same blur twice, k = 1.5 halfway between them."""
+    from pneumonia_cxr.data import pipeline
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 24, 24)).astype(np.uint8)
+    once = pipeline._gaussian_blur(x[..., None].astype(np.float32))
+    twice = pipeline._gaussian_blur(once).numpy()[..., 0]
+    once = once.numpy()[..., 0]
+    for k, expected in [(1.0, once), (2.0, twice), (1.5, (once + twice) / 2)]:
+        monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, blur=(k, k)))
+        images, = batches(make_dataset(x, None, 2, training=True, seed=0, augment=1.0))
+        np.testing.assert_allclose(images[..., 0], expected, atol=0.01)
+
+
 def test_class_aspect_ratios_match_the_original_images(real_fullres):
     """ORIGINAL_ASPECT is what the full-resolution originals measure, per class (medians within 0.03)."""
     from PIL import Image
