@@ -13,7 +13,7 @@ PROFILE ?= full
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis summary demo benchmark clean
+.PHONY: all test unit nbval venv analysis summary demo benchmark decode-check clean
 
 all: analysis
 
@@ -43,6 +43,9 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 
 benchmark: venv
 	$(PY) benchmarks/run.py
+
+decode-check: venv
+	$(PY) benchmarks/decode_consistency.py
 
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)

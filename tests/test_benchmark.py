@@ -15,3 +15,24 @@ def test_benchmark_tiny_mode(real_224, tmp_path, monkeypatch):
     runpy.run_path(str(ROOT / "benchmarks" / "run.py"), run_name="__main__")
     text = (tmp_path / "benchmarks.md").read_text()
     assert "first pass" in text and "project_pipeline" in text
+
+
+@pytest.mark.real_data
+def test_decode_consistency_compares_both_decodings_of_every_sample_image(real_224, real_fullres, tmp_path,
+                                                                          monkeypatch):
+    import pandas as pd
+
+    from pneumonia_cxr.models import build_dense_baseline
+    from pneumonia_cxr.train import save_model
+
+    save_model(build_dense_baseline(16, units=4), tmp_path / "tiny.keras", image_size=16, resize="squash",
+               task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    out = tmp_path / "decode_consistency.csv"
+    monkeypatch.setattr(sys, "argv", ["decode_consistency.py", "--models-dir", str(tmp_path), "--models", "tiny",
+                                      "--originals", str(real_fullres), "--release", str(real_224), "--out", str(out)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "benchmarks" / "decode_consistency.py"), run_name="__main__")
+    assert done.value.code == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["model"] == "tiny" and row["images"] == len(list(real_fullres.glob("*/*/*.jpeg")))
+    assert 0 <= row["decisions_changed"] <= 1 and row["mean_abs_probability_change"] >= 0
