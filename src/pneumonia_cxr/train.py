@@ -49,9 +49,15 @@ def fit(model, train_ds, val_ds, epochs: int, class_weight=None, patience: int =
 
 
 def git_commit() -> str:
+    """HEAD's short hash, with "+dirty" when tracked code (src/, pyproject.toml) differs from it: a result made by
+    uncommitted code must not claim a commit. Notebooks are left out, since the runner rewrites them as it goes."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        if not head.stdout.strip():
+            return "unknown"
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/pyproject.toml"],
+                                 capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
