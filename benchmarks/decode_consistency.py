@@ -39,12 +39,14 @@ def main(argv=None) -> int:
     pairs = [(a, b) for a, b in pairs if b.exists()]
     if not pairs:
         raise SystemExit(f"no image of {args.originals} has a counterpart under {args.release}")
+    decoded = {}  # image size -> (originals, 224 px release), decoded once for every model of that size
     rows = []
     for name in args.models:
         model, meta = load_model(args.models_dir / f"{name}.keras")
         size, threshold = meta["image_size"], meta["threshold"]
-        p_orig = predict_binary(model, np.stack([load_image(a, size) for a, _ in pairs])[..., None])
-        p_224 = predict_binary(model, np.stack([load_image(b, size) for _, b in pairs])[..., None])
+        if size not in decoded:
+            decoded[size] = tuple(np.stack([load_image(p[i], size) for p in pairs])[..., None] for i in (0, 1))
+        p_orig, p_224 = (predict_binary(model, x) for x in decoded[size])
         rows.append({"model": name, "image_size": size, "images": len(pairs),
                      "mean_abs_probability_change": np.abs(p_orig - p_224).mean(),
                      "decisions_changed": np.mean((p_orig >= threshold) != (p_224 >= threshold)),
