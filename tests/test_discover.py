@@ -2,10 +2,12 @@
 
 import shutil
 
+import pandas as pd
 import pytest
 from PIL import Image
 
 from pneumonia_cxr.data import DatasetError, build_manifest, find_dataset_root, parse_patient
+from pneumonia_cxr.data.discover import parse_series_number
 
 
 @pytest.mark.real_data
@@ -41,6 +43,29 @@ def test_real_fullres_sample(real_fullres):
 ])
 def test_parse_patient(name, patient):
     assert parse_patient(name) == patient
+
+
+@pytest.mark.parametrize("name,series,number", [
+    ("IM-0115-0001.jpeg", "IM", 115),
+    ("NORMAL2-IM-0383-0002.jpeg", "NORMAL2-IM", 383),
+    ("person1_bacteria_1.jpeg", "bacteria", 1),
+    ("person1164_virus_1952.jpeg", "virus", 1952),
+    ("NORMAL-1003233-0001.jpeg", None, None),
+    ("scan.png", None, None),
+])
+def test_parse_series_number(name, series, number):
+    assert parse_series_number(name) == (series, number)
+
+
+@pytest.mark.real_data
+def test_official_test_normals_are_an_early_block_absent_here(real_224):
+    """The official test's NORMALs (IM-0001..., NORMAL2-IM-0007... in the public release) are numbered below every
+    NORMAL of train and val: the test split is a block of early numbers, not a random draw."""
+    t = build_manifest(real_224).table
+    numbers = t["relpath"].str.split("/").str[-1].map(parse_series_number)
+    normal = pd.DataFrame(numbers[t["label"] == "NORMAL"].tolist(), columns=["series", "number"])
+    assert normal["series"].notna().all()
+    assert normal.groupby("series")["number"].min().to_dict() == {"IM": 115, "NORMAL2-IM": 383}
 
 
 def _img(path, mode="L", size=(40, 30), fmt=None):

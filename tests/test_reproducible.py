@@ -4,14 +4,18 @@ import numpy as np
 
 from pneumonia_cxr.data import class_weights, make_dataset
 from pneumonia_cxr.models import build_scratch_cnn
-from pneumonia_cxr.train import compile_model, fit, seed_everything
+from pneumonia_cxr.train import compile_model, fit, kept_epoch, seed_everything
 
 
 def train_once(seed: int, x, y) -> np.ndarray:
     seed_everything(seed)
     model = compile_model(build_scratch_cnn(32, (4, 8)), 1e-2)
-    fit(model, make_dataset(x, y, 8, training=True, seed=seed, augment=1.0), make_dataset(x, y, 16), 2,
-        class_weights(y), patience=2)
+    history = fit(model, make_dataset(x, y, 8, training=True, seed=seed, augment=1.0), make_dataset(x, y, 16), 3,
+                  class_weights(y), patience=3)
+    # the kept epoch is the first with the best validation AUC, and the model ends with its weights
+    assert history["kept"].sum() == 1 and kept_epoch(history) == history["val_auc"].to_numpy().argmax() + 1
+    final_auc = model.evaluate(make_dataset(x, y, 16), verbose=0, return_dict=True)["auc"]
+    assert abs(final_auc - history["val_auc"].max()) < 1e-6
     return model.predict(make_dataset(x, None, 16), verbose=0).ravel()
 
 

@@ -84,6 +84,8 @@ def training_curves(history: pd.DataFrame, title: str, path=None):
         ax.plot(history["epoch"] + 1, history[m], marker="o", label="train")
         if f"val_{m}" in history:
             ax.plot(history["epoch"] + 1, history[f"val_{m}"], marker="o", label="validation")
+        if "kept" in history and history["kept"].any():  # the epoch whose weights early stopping kept
+            ax.axvline(history.index[history["kept"]][-1] + 1, color="grey", linestyle=":", label="kept")
         ax.set(title=m, xlabel="epoch")
         ax.legend()
     fig.suptitle(title)

@@ -36,16 +36,28 @@ def compile_model(model: keras.Model, learning_rate: float, n_classes: int = 2, 
 
 
 def fit(model, train_ds, val_ds, epochs: int, class_weight=None, patience: int = 3, monitor: str = "val_auc"):
-    """Train with early stopping on validation (never test); keep the best epoch's weights."""
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3, patience=max(1, patience - 1)),
-    ]
+    """Train with early stopping on validation (never test); keep the best epoch's weights.
+
+    Returns the history, one row per epoch run, with `kept` True on the epoch whose weights the model ends with.
+    """
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience, restore_best_weights=True)
+    callbacks = [stop, keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3,
+                                                         patience=max(1, patience - 1))]
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
         callbacks=callbacks, verbose=2,
     )
-    return pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+    table = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+    table["kept"] = table["epoch"] == stop.best_epoch  # Keras 3 restores the best weights even without a stop
+    return table
+
+
+def kept_epoch(history: pd.DataFrame) -> int:
+    """The 1-based epoch whose weights the model ends with; for phases concatenated in order, the last phase's."""
+    kept = history.index[history["kept"]]
+    if len(kept) == 0:
+        raise ValueError("history has no kept epoch")
+    return int(kept[-1]) + 1
 
 
 def git_commit() -> str:
