@@ -26,3 +26,12 @@ def test_same_seed_same_predictions_other_seed_differs():
     a, b, c = train_once(1, x, y), train_once(1, x, y), train_once(2, x, y)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_kept_epoch_of_two_phases_is_the_second_phases():
+    import pandas as pd
+
+    h1 = pd.DataFrame({"epoch": [0, 1, 2], "kept": [False, True, False]})
+    h2 = pd.DataFrame({"epoch": [0, 1], "kept": [True, False]})
+    history = pd.concat([h1, h2.assign(epoch=h2["epoch"] + len(h1))], ignore_index=True)  # as notebooks 04 and 05
+    assert kept_epoch(h1) == 2 and kept_epoch(history) == 4

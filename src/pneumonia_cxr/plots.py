@@ -85,7 +85,7 @@ def training_curves(history: pd.DataFrame, title: str, path=None):
         if f"val_{m}" in history:
             ax.plot(history["epoch"] + 1, history[f"val_{m}"], marker="o", label="validation")
         if "kept" in history and history["kept"].any():  # the epoch whose weights early stopping kept
-            ax.axvline(history.index[history["kept"]][-1] + 1, color="grey", linestyle=":", label="kept")
+            ax.axvline(history.loc[history["kept"], "epoch"].iloc[-1] + 1, color="grey", linestyle=":", label="kept")
         ax.set(title=m, xlabel="epoch")
         ax.legend()
     fig.suptitle(title)

@@ -54,10 +54,10 @@ def fit(model, train_ds, val_ds, epochs: int, class_weight=None, patience: int =
 
 def kept_epoch(history: pd.DataFrame) -> int:
     """The 1-based epoch whose weights the model ends with; for phases concatenated in order, the last phase's."""
-    kept = history.index[history["kept"]]
-    if len(kept) == 0:
+    kept = history.loc[history["kept"], "epoch"]
+    if kept.empty:
         raise ValueError("history has no kept epoch")
-    return int(kept[-1]) + 1
+    return int(kept.iloc[-1]) + 1
 
 
 def git_commit() -> str:
