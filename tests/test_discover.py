@@ -2,12 +2,11 @@
 
 import shutil
 
-import pandas as pd
 import pytest
 from PIL import Image
 
 from pneumonia_cxr.data import DatasetError, build_manifest, find_dataset_root, parse_patient
-from pneumonia_cxr.data.discover import parse_series_number
+from pneumonia_cxr.data.discover import parse_series_number, series_numbers
 
 
 @pytest.mark.real_data
@@ -62,8 +61,7 @@ def test_official_test_normals_are_an_early_block_absent_here(real_224):
     """The official test's NORMALs (IM-0001..., NORMAL2-IM-0007... in the public release) are numbered below every
     NORMAL of train and val: the test split is a block of early numbers, not a random draw."""
     t = build_manifest(real_224).table
-    numbers = t["relpath"].str.split("/").str[-1].map(parse_series_number)
-    normal = pd.DataFrame(numbers[t["label"] == "NORMAL"].tolist(), columns=["series", "number"])
+    normal = series_numbers(t.loc[t["label"] == "NORMAL", "relpath"])
     assert normal["series"].notna().all()
     assert normal.groupby("series")["number"].min().to_dict() == {"IM": 115, "NORMAL2-IM": 383}
 

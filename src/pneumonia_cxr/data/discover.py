@@ -77,21 +77,24 @@ def parse_patient(filename: str) -> str | None:
 
 # the running number of a Kaggle / Mendeley v2 file within its series: IM-0115-0001 -> ("IM", 115),
 # NORMAL2-IM-0383-0001 -> ("NORMAL2-IM", 383), person1_bacteria_1 -> ("bacteria", 1), person1_virus_6 -> ("virus", 6)
-_ORDER_PATTERNS = (
-    re.compile(r"^(NORMAL2-IM|IM)-(\d+)-\d+", re.IGNORECASE),
-    re.compile(r"^person\d+_(bacteria|virus)_(\d+)", re.IGNORECASE),
-)
+_NORMAL_ORDER = re.compile(r"^(NORMAL2-IM|IM)-(\d+)-\d+", re.IGNORECASE)
+_PNEUMONIA_ORDER = re.compile(r"^person\d+_(bacteria|virus)_(\d+)", re.IGNORECASE)
 
 
 def parse_series_number(filename: str) -> tuple[str | None, int | None]:
     """(series, running number) of a file name, or (None, None). In the public release the official test split
     is a block of early numbers of each series (NORMALs: IM- below 115, NORMAL2-IM- below 383)."""
-    for pattern in _ORDER_PATTERNS:
-        match = pattern.match(filename)
-        if match:
-            series = match.group(1)
-            return (series.upper() if "IM" in series.upper() else series.lower()), int(match.group(2))
+    if match := _NORMAL_ORDER.match(filename):
+        return match.group(1).upper(), int(match.group(2))
+    if match := _PNEUMONIA_ORDER.match(filename):
+        return match.group(1).lower(), int(match.group(2))
     return None, None
+
+
+def series_numbers(paths: pd.Series) -> pd.DataFrame:
+    """`parse_series_number` of each path's file name: columns series and number, on the paths' index."""
+    return pd.DataFrame([parse_series_number(Path(p).name) for p in paths], columns=["series", "number"],
+                        index=paths.index)
 
 
 def parse_subtype(filename: str, label: str) -> str:
