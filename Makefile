@@ -1,6 +1,7 @@
 # The analysis as a DAG:  venv -> data -> notebooks (papermill, in order) -> reports/
 #   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo)
 #   make test   set up, then unit tests and every notebook under nbval on the smoke profile
+#   make seed-check SEED=7   notebooks 01-07 again with another seed (reports/seeds/7/), then the final notebook
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,10 +11,11 @@ SMOKE_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),data/demo)
 WEIGHTS_DIR ?= $(if $(wildcard ../shared/weights),../shared/weights,)
 WEIGHTS := $(if $(WEIGHTS_DIR),--weights-dir $(WEIGHTS_DIR),)
 PROFILE ?= full
+SEED ?= 7
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis summary demo benchmark decode-check clean
+.PHONY: all test unit nbval venv analysis seed-check summary demo benchmark decode-check clean
 
 all: analysis
 
@@ -38,6 +40,16 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 	  echo "*** (see README: get the real dataset with the Kaggle CLI)    ***"; \
 	  echo "***************************************************************"; fi
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
+	$(PY) -m pneumonia_cxr.report
+	$(PY) -m pneumonia_cxr.report --pdf
+
+# How much the numbers move with the seed (split, initial weights, augmentation): every model again, apart from
+# the main run, then the final notebook and README of the main run, which read reports/seeds/*/metrics.
+seed-check: venv
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $(SEED) \
+	  --output-dir reports/seeds/$(SEED) --models-dir models/seed_$(SEED) --executed-dir build/seed_$(SEED) \
+	  --only 01_ 02_ 03_ 04_ 05_ 06_ 07_
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
 	$(PY) -m pneumonia_cxr.report
 	$(PY) -m pneumonia_cxr.report --pdf
 

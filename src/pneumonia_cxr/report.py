@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import binary_table, choose_model, load_metrics, ternary_table
+from .results import binary_table, choose_model, load_metrics, seed_runs, ternary_table
 from .train import read_json
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
@@ -39,6 +39,19 @@ def subgroup_sentence(groups: pd.DataFrame, model: str) -> str:
     parts = [f"{r.metric} on {r.subgroup} {r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] ({r.images} images)"
              for r in rows.itertuples()]
     return f"By subgroup on test (`reports/metrics/subgroups.csv`): {'; '.join(parts)}." if parts else ""
+
+
+def seed_sentences(reports_dir: str | Path, chosen: str) -> list[str]:
+    """One line per complete run of another seed: its own model choice and the chosen model's test metrics."""
+    lines = []
+    for seed, metrics in list(seed_runs(reports_dir).items())[1:]:
+        own = choose_model(metrics)
+        parts = [f"{name}{' (its choice)' if name == own else ''}: test AUC {m['test']['roc_auc']:.3f}, "
+                 f"sensitivity {m['test']['sensitivity']:.3f}, specificity {m['test']['specificity']:.3f}"
+                 for name, m in ((n, metrics[n]) for n in dict.fromkeys([chosen, own]))]
+        lines.append(f"With seed {seed} (another split of the patients and another training; "
+                     f"`reports/seeds/`, `make seed-check`): {'; '.join(parts)}.")
+    return lines
 
 
 def results_markdown(reports_dir: str | Path = "reports") -> str:
@@ -62,6 +75,7 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines.append(f"\nChosen on validation, before test is read: **{chosen}**.")
     if (metrics_dir / "subgroups.csv").exists():
         lines.append(subgroup_sentence(pd.read_csv(metrics_dir / "subgroups.csv"), chosen))
+    lines.extend(seed_sentences(reports_dir, chosen))
     lines.append("\nNormal / bacterial / viral:\n")
     lines.append(markdown_table(ternary_table(metrics)))
     if run.get("wall_seconds"):
