@@ -44,13 +44,15 @@ def subgroup_sentence(groups: pd.DataFrame, model: str) -> str:
 def seed_sentences(reports_dir: str | Path, chosen: str) -> list[str]:
     """One line per complete run of another seed: its own model choice and the chosen model's test metrics."""
     lines = []
+    cost = {r["seed"]: f"; its notebooks 01-07 took {r['wall_seconds'] / 60:.1f} min, peak memory {r['peak_memory_mb']:.0f} MB"
+            for r in map(read_json, sorted(Path(reports_dir).glob("seeds/*/metrics/run.json"))) if "wall_seconds" in r}
     for seed, metrics in list(seed_runs(reports_dir).items())[1:]:
         own = choose_model(metrics)
         parts = [f"{name}{' (its choice)' if name == own else ''}: test AUC {m['test']['roc_auc']:.3f}, "
                  f"sensitivity {m['test']['sensitivity']:.3f}, specificity {m['test']['specificity']:.3f}"
                  for name, m in ((n, metrics[n]) for n in dict.fromkeys([chosen, own]))]
         lines.append(f"With seed {seed} (another split of the patients and another training; "
-                     f"`reports/seeds/`, `make seed-check`): {'; '.join(parts)}.")
+                     f"`reports/seeds/`, `make seed-check`): {'; '.join(parts)}{cost.get(seed, '')}.")
     return lines
 
 
