@@ -1,4 +1,5 @@
-"""README results table and the PDF report, checked against the committed reports/ of the latest run."""
+"""README results table and the PDF report, checked against the committed reports/ of the latest run; the
+comparison of runs with other seeds."""
 
 import os
 import shutil
@@ -45,3 +46,40 @@ def test_pdf_report_has_title_table_figures_and_metrics(tmp_path):
     assert len(pages) >= 4
     spread = [np.asarray(Image.open(p).convert("L"), dtype=float).std() for p in pages]
     assert sum(s > 20 for s in spread) >= 3, f"too few pages with figures: {spread}"
+
+
+def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp_path):
+    from pneumonia_cxr.results import seed_runs, seed_table
+    from pneumonia_cxr.train import write_json
+
+    def run(folder, seed, auc, j, profile="full", models=("cnn", "transfer", "ternary")):
+        write_json(folder / "run.json", {"seed": seed, "profile": profile, "data_dir": "/x/chest_xray_224"})
+        for name in models:
+            test = {"roc_auc": auc, "sensitivity": 0.9, "specificity": 0.8, "accuracy": 0.85}
+            m = {"model": name, "task": "binary", "test": test, "val": {"roc_auc": 0.99},
+                 "val_under_shifts": {"mean_youden": j.get(name)}}
+            if name == "ternary":
+                m = {"model": name, "task": "ternary",
+                     "test": {"accuracy": 0.8, "macro_ovr_auc": auc, "bacterial_vs_viral": {"roc_auc": 0.7}}}
+            write_json(folder / f"{name}.json", m)
+
+    run(tmp_path / "metrics", 42, 0.95, {"cnn": 0.9, "transfer": 0.8})
+    run(tmp_path / "seeds" / "7" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
+    run(tmp_path / "seeds" / "8" / "metrics", 8, 0.5, {"cnn": 0.7}, models=("cnn",))  # interrupted
+    run(tmp_path / "seeds" / "9" / "metrics", 9, 0.5, {"cnn": 0.9, "transfer": 0.8}, profile="smoke")
+    with pytest.warns(UserWarning) as caught:
+        runs = seed_runs(tmp_path)
+    assert list(runs) == [42, 7]  # the main run first; 8 (a model missing) and 9 (another profile) skipped
+    assert {str(w.message).split(":")[0] for w in caught} == {str(tmp_path / "seeds" / s / "metrics") for s in "89"}
+    table = seed_table(runs)
+    assert list(table.columns) == ["seed 42", "seed 7", "spread"]
+    assert table.loc[("cnn", "test AUC"), "seed 7"] == 0.97
+    assert table.loc[("cnn", "test AUC"), "spread"] == pytest.approx(0.02)
+    assert table.loc[("ternary", "macro OvR AUC"), "spread"] == pytest.approx(0.02)
+    assert table.loc[("chosen", "model"), ["seed 42", "seed 7"]].tolist() == ["cnn", "transfer"]
+    with pytest.warns(UserWarning):
+        (line,) = report.seed_sentences(tmp_path, "cnn")  # the README's line for seed 7: the main choice, then its own
+    assert line.startswith("With seed 7") and line.index("cnn: test AUC 0.970") < line.index("transfer (its choice)")
+    run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
+    with pytest.raises(ValueError, match="seed 7"), pytest.warns(UserWarning):
+        seed_runs(tmp_path)

@@ -42,17 +42,18 @@ def subgroup_sentence(groups: pd.DataFrame, model: str) -> str:
 
 
 def seed_sentences(reports_dir: str | Path, chosen: str) -> list[str]:
-    """One line per complete run of another seed: its own model choice and the chosen model's test metrics."""
+    """One line per complete run of another seed: the main run's chosen model and its own choice, on its test
+    split, and what the run cost."""
     lines = []
-    cost = {r["seed"]: f"; its notebooks 01-07 took {r['wall_seconds'] / 60:.1f} min, peak memory {r['peak_memory_mb']:.0f} MB"
-            for r in map(read_json, sorted(Path(reports_dir).glob("seeds/*/metrics/run.json"))) if "wall_seconds" in r}
-    for seed, metrics in list(seed_runs(reports_dir).items())[1:]:
+    for seed, (run, metrics) in list(seed_runs(reports_dir).items())[1:]:
         own = choose_model(metrics)
-        parts = [f"{name}{' (its choice)' if name == own else ''}: test AUC {m['test']['roc_auc']:.3f}, "
-                 f"sensitivity {m['test']['sensitivity']:.3f}, specificity {m['test']['specificity']:.3f}"
-                 for name, m in ((n, metrics[n]) for n in dict.fromkeys([chosen, own]))]
+        parts = [f"{name}{' (its choice)' if name == own else ''}: test AUC {metrics[name]['test']['roc_auc']:.3f}, "
+                 f"sensitivity {metrics[name]['test']['sensitivity']:.3f}, "
+                 f"specificity {metrics[name]['test']['specificity']:.3f}" for name in dict.fromkeys([chosen, own])]
+        cost = (f"; its notebooks 01-07 took {run['wall_seconds'] / 60:.1f} min, peak memory "
+                f"{run.get('peak_memory_mb', 0):.0f} MB") if run.get("wall_seconds") else ""
         lines.append(f"With seed {seed} (another split of the patients and another training; "
-                     f"`reports/seeds/`, `make seed-check`): {'; '.join(parts)}{cost.get(seed, '')}.")
+                     f"`reports/seeds/`, `make seed-check`): {'; '.join(parts)}{cost}.")
     return lines
 
 

@@ -218,16 +218,16 @@ def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return df["y_true"].to_numpy(), df["p_pneumonia"].to_numpy()
 
 
-def seed_runs(reports_dir: str | Path) -> dict[int, dict[str, dict]]:
-    """Every model's metrics by run seed: the main run's (`reports/metrics`) first, then each other seed's
-    (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is read from each folder's
+def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]]:
+    """(run.json, every model's metrics) by run seed: the main run's (`reports/metrics`) first, then each other
+    seed's (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is read from each
     run.json, never from the folder name. Another seed's run counts only if it is complete and comparable: the
     same profile, dataset and models as the main run; an interrupted or different run is skipped with a warning."""
     main_dir = Path(reports_dir) / "metrics"
     if not (main_dir / "run.json").exists():
         return {}
     main_run, main_metrics = read_json(main_dir / "run.json"), load_metrics(main_dir)
-    out = {main_run["seed"]: main_metrics}
+    out = {main_run["seed"]: (main_run, main_metrics)}
     for metrics_dir in sorted((Path(reports_dir) / "seeds").glob("*/metrics")):
         run = read_json(metrics_dir / "run.json") if (metrics_dir / "run.json").exists() else {}
         metrics = load_metrics(metrics_dir)
@@ -242,7 +242,7 @@ def seed_runs(reports_dir: str | Path) -> dict[int, dict[str, dict]]:
         elif run["seed"] in out:
             raise ValueError(f"{metrics_dir}: seed {run['seed']} was already read from another folder")
         else:
-            out[run["seed"]] = metrics
+            out[run["seed"]] = (run, metrics)
     return out
 
 
@@ -251,15 +251,13 @@ SEED_METRICS = {"binary": {"test AUC": "roc_auc", "sensitivity": "sensitivity", 
                 "ternary": {"accuracy": "accuracy", "macro OvR AUC": "macro_ovr_auc"}}
 
 
-def seed_table(runs: dict[int, dict[str, dict]]) -> pd.DataFrame:
+def seed_table(runs: dict[int, tuple[dict, dict[str, dict]]]) -> pd.DataFrame:
     """How much each model's test numbers move with the seed (which draws the split, the initial weights and the
-    augmentation): one row per (model, metric), one column per seed, and the spread (largest minus smallest).
-    Models trained in only some of the runs are left out; the chosen model of each run is the row `chosen`."""
-    common = set.intersection(*(set(m) for m in runs.values())) if runs else set()
+    augmentation), from `seed_runs`: one row per (model, metric), one column per seed, and the spread (largest
+    minus smallest); the last row is each run's chosen model."""
     rows = []
-    for seed, metrics in runs.items():
-        for name in sorted(common):
-            m = metrics[name]
+    for seed, (_, metrics) in runs.items():
+        for name, m in sorted(metrics.items()):
             for label, key in SEED_METRICS[m["task"]].items():
                 rows.append({"model": name, "metric": label, "seed": seed, "value": m["test"][key]})
             if m["task"] == "ternary":
@@ -271,6 +269,6 @@ def seed_table(runs: dict[int, dict[str, dict]]) -> pd.DataFrame:
     table = table[list(runs)]  # the main run first
     table.columns = [f"seed {s}" for s in table.columns]
     table["spread"] = table.max(axis=1) - table.min(axis=1)
-    chosen = pd.DataFrame([{f"seed {s}": choose_model(m) for s, m in runs.items()}],
+    chosen = pd.DataFrame([{f"seed {s}": choose_model(m) for s, (_, m) in runs.items()}],
                           index=pd.MultiIndex.from_tuples([("chosen", "model")], names=["model", "metric"]))
     return pd.concat([table, chosen])
