@@ -67,18 +67,19 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     run(tmp_path / "seeds" / "7" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
     run(tmp_path / "seeds" / "8" / "metrics", 8, 0.5, {"cnn": 0.7}, models=("cnn",))  # interrupted
     run(tmp_path / "seeds" / "9" / "metrics", 9, 0.5, {"cnn": 0.9, "transfer": 0.8}, profile="smoke")
+    run(tmp_path / "seeds" / "10" / "metrics", 10, 0.96, {"cnn": 0.9, "transfer": 0.8})
     with pytest.warns(UserWarning) as caught:
         runs = seed_runs(tmp_path)
-    assert list(runs) == [42, 7]  # the main run first; 8 (a model missing) and 9 (another profile) skipped
+    assert list(runs) == [42, 7, 10]  # the main run first; 8 (a model missing) and 9 (another profile) skipped
     assert {str(w.message).split(":")[0] for w in caught} == {str(tmp_path / "seeds" / s / "metrics") for s in "89"}
     table = seed_table(runs)
-    assert list(table.columns) == ["seed 42", "seed 7", "spread"]
+    assert list(table.columns) == ["seed 42", "seed 7", "seed 10", "spread"]
     assert table.loc[("cnn", "test AUC"), "seed 7"] == 0.97
     assert table.loc[("cnn", "test AUC"), "spread"] == pytest.approx(0.02)
     assert table.loc[("ternary", "macro OvR AUC"), "spread"] == pytest.approx(0.02)
-    assert table.loc[("chosen", "model"), ["seed 42", "seed 7"]].tolist() == ["cnn", "transfer"]
+    assert table.loc[("chosen", "model"), ["seed 42", "seed 7", "seed 10"]].tolist() == ["cnn", "transfer", "cnn"]
     with pytest.warns(UserWarning):
-        (line,) = report.seed_sentences(tmp_path, "cnn")  # the README's line for seed 7: the main choice, then its own
+        line, _ = report.seed_sentences(tmp_path, "cnn")  # the README's line for seed 7: the main choice, then its own
     assert line.startswith("With seed 7") and line.index("cnn: test AUC 0.970") < line.index("transfer (its choice)")
     run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
     with pytest.raises(ValueError, match="seed 7"), pytest.warns(UserWarning):

@@ -220,7 +220,7 @@ def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]]:
     """(run.json, every model's metrics) by run seed: the main run's (`reports/metrics`) first, then each other
-    seed's (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is read from each
+    seed's in seed order (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is read from each
     run.json, never from the folder name. Another seed's run counts only if it is complete and comparable: the
     same profile, dataset and models as the main run; an interrupted or different run is skipped with a warning."""
     main_dir = Path(reports_dir) / "metrics"
@@ -243,7 +243,8 @@ def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]
             raise ValueError(f"{metrics_dir}: seed {run['seed']} was already read from another folder")
         else:
             out[run["seed"]] = (run, metrics)
-    return out
+    main, *others = out.items()
+    return dict([main, *sorted(others)])
 
 
 SEED_METRICS = {"binary": {"test AUC": "roc_auc", "sensitivity": "sensitivity", "specificity": "specificity",
