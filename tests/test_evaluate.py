@@ -225,4 +225,3 @@ def test_predictions_read_back_give_the_same_calls_at_the_saved_threshold(tmp_pa
     for t in map(float, p[:100]):  # any threshold taken from the probabilities themselves
         assert ((p_back >= t) == (p >= t)).all(), t
     assert binary_metrics(y_back, p_back, threshold)["sensitivity"] == binary_metrics(y, p, threshold)["sensitivity"] >= 0.95
-

@@ -220,9 +220,10 @@ def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]]:
     """(run.json, every model's metrics) by run seed: the main run's (`reports/metrics`) first, then each other
-    seed's in seed order (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is read from each
-    run.json, never from the folder name. Another seed's run counts only if it is complete and comparable: the
-    same profile, dataset and models as the main run; an interrupted or different run is skipped with a warning."""
+    seed's in seed order (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is
+    read from each run.json, never from the folder name. Another seed's run counts only if it is complete and
+    comparable: the same profile, dataset and models as the main run; an interrupted or different run is skipped
+    with a warning."""
     main_dir = Path(reports_dir) / "metrics"
     if not (main_dir / "run.json").exists():
         return {}
