@@ -5,7 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from pneumonia_cxr.models import HistogramEqualization, build_ensemble, build_scratch_cnn, build_transfer_model
+from pneumonia_cxr.models import (
+    ContrastLimitedEqualization,
+    HistogramEqualization,
+    build_ensemble,
+    build_scratch_cnn,
+    build_transfer_model,
+)
 from pneumonia_cxr.train import ModelFileError, compile_model, load_model, save_model
 
 
@@ -65,6 +71,41 @@ def test_histogram_equalization_ignores_monotone_exposure_changes():
     assert a.min() == 0 and a.max() == 255
     assert np.abs(a - b).mean() < 4.0, "equalised images should nearly coincide"  # merged grey levels differ a little
     assert np.abs(x - darker_lower_contrast).mean() > 20
+
+
+def test_clahe_with_one_unclipped_tile_is_the_global_mapping():
+    x = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    out = ContrastLimitedEqualization(tiles=1, clip_limit=1e9)(x).numpy()
+    for image, result in zip(x[..., 0].astype(int), out[..., 0]):
+        cdf = np.cumsum(np.bincount(image.ravel(), minlength=256))
+        np.testing.assert_allclose(result, 255 * cdf[image] / image.size, atol=1e-3)
+
+
+def test_clahe_equalises_each_region_and_keeps_grey_level_order():
+    rng = np.random.default_rng(4)
+    x = rng.integers(60, 256, (2, 64, 64, 1)).astype("float32")
+    x[:, :, :32] -= 60  # the same texture 60 grey levels darker on the left: an unevenly exposed film
+    out = ContrastLimitedEqualization(tiles=4, clip_limit=2.0)(x).numpy()
+    assert 0 <= out.min() and out.max() <= 255
+    left, right = out[:, 8:-8, 4:24], out[:, 8:-8, 40:60]  # away from the blend across the middle
+    assert abs(left.mean() - right.mean()) < 20, "each region is equalised on its own"
+    equalised = HistogramEqualization()(x).numpy()
+    assert equalised[:, 8:-8, 40:60].mean() - equalised[:, 8:-8, 4:24].mean() > 50, "one histogram keeps the gap"
+    brighter = ContrastLimitedEqualization(tiles=4, clip_limit=2.0)(np.minimum(x + 1, 255)).numpy()
+    assert (brighter >= out - 1e-3).all(), "one grey level up never maps lower at the same place"
+
+
+def test_clahe_model_reloads_and_bad_settings_are_named(tmp_path):
+    model = compile_model(build_scratch_cnn(32, (4,), equalize="clahe"), 1e-3)
+    x = np.random.default_rng(5).integers(0, 255, (3, 32, 32, 1)).astype("float32")
+    path = save_model(model, tmp_path / "clahe.keras", image_size=32, resize="squash", task="binary",
+                      classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    again, _ = load_model(path)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="30 x 30 is not a multiple of 4"):
+        build_scratch_cnn(30, (4,), equalize="clahe")
+    with pytest.raises(ValueError, match="unknown equalize 'local'"):
+        build_scratch_cnn(32, (4,), equalize="local")
 
 
 def test_ensemble_of_two_sizes_averages_and_reloads(tmp_path, saved):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -38,6 +39,72 @@ class HistogramEqualization(layers.Layer):
         cdf_min = tf.reduce_min(tf.where(hist > 0, cdf, tf.reduce_max(cdf, 1, keepdims=True)), 1, keepdims=True)
         lut = 255.0 * (cdf - cdf_min) / tf.maximum(cdf[:, -1:] - cdf_min, 1.0)
         return tf.reshape(tf.gather(lut, flat, batch_dims=1), shape)
+
+
+@keras.saving.register_keras_serializable(package="pneumonia_cxr")
+class ContrastLimitedEqualization(layers.Layer):
+    """CLAHE (Zuiderveld 1994): equalise each of `tiles` x `tiles` regions with its histogram clipped at
+    `clip_limit` times the mean bin count, blending the four nearest regions' mappings bilinearly. Local
+    exposure and contrast differences (a brighter side, a denser film edge) go too. Input and output in [0, 255]."""
+
+    def __init__(self, tiles: int = 4, clip_limit: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.tiles, self.clip_limit = int(tiles), float(clip_limit)
+
+    def build(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        if h is None or w is None or h % self.tiles or w % self.tiles:
+            raise ValueError(f"ContrastLimitedEqualization: image size {h} x {w} is not a multiple of {self.tiles} tiles")
+        # per pixel: the two nearest tile centres along each axis and the bilinear weight of the second
+        self._grid = [self._neighbours(n, n // self.tiles) for n in (h, w)]
+
+    def _neighbours(self, n: int, tile: int):
+        centre = (np.arange(n) + 0.5) / tile - 0.5
+        first = np.clip(np.floor(centre), 0, self.tiles - 1).astype("int32")
+        second = np.minimum(first + 1, self.tiles - 1)
+        return first, second, np.clip(centre - first, 0, 1).astype("float32")
+
+    def call(self, x):
+        import tensorflow as tf  # bincount and batched gather have no keras.ops equivalent
+
+        t, (h, w) = self.tiles, x.shape[1:3]
+        th, tw = h // t, w // t
+        levels = tf.cast(tf.clip_by_value(tf.round(x[..., 0]), 0, 255), tf.int32)  # (B, H, W)
+        per_tile = tf.reshape(tf.transpose(tf.reshape(levels, [-1, t, th, t, tw]), [0, 1, 3, 2, 4]), [-1, th * tw])
+        hist = tf.math.bincount(per_tile, minlength=256, maxlength=256, axis=-1, dtype=tf.float32)
+        limit = max(self.clip_limit * th * tw / 256, 1.0)
+        excess = tf.reduce_sum(tf.nn.relu(hist - limit), axis=1, keepdims=True)
+        hist = tf.minimum(hist, limit) + excess / 256  # clipped counts spread evenly over all levels
+        lut = tf.reshape(255.0 * tf.cumsum(hist, axis=1) / (th * tw), [-1, t * t * 256])  # (B, tiles * levels)
+        flat = tf.reshape(levels, [-1, h * w])
+        (y0, y1, wy), (x0, x1, wx) = self._grid
+
+        def mapped(ty, tx):  # every pixel through the mapping of tile (ty, tx) of its row and column
+            index = ((ty[:, None] * t + tx[None, :]) * 256).reshape(1, -1)
+            return tf.reshape(tf.gather(lut, flat + index, batch_dims=1), [-1, h, w])
+
+        wy, wx = wy[:, None], wx[None, :]
+        out = (1 - wy) * ((1 - wx) * mapped(y0, x0) + wx * mapped(y0, x1)) + wy * (
+            (1 - wx) * mapped(y1, x0) + wx * mapped(y1, x1)
+        )
+        return out[..., None]
+
+    def get_config(self):
+        return {**super().get_config(), "tiles": self.tiles, "clip_limit": self.clip_limit}
+
+
+EQUALIZERS = {"global": HistogramEqualization, "clahe": ContrastLimitedEqualization}
+
+
+def _equalizer(equalize) -> list:
+    """`equalize`: 'global' (or True), 'clahe', or None / False for none."""
+    if equalize is True:
+        equalize = "global"
+    if not equalize:
+        return []
+    if equalize not in EQUALIZERS:
+        raise ValueError(f"unknown equalize {equalize!r}; choose one of {sorted(EQUALIZERS)} or None")
+    return [EQUALIZERS[equalize]()]
 
 
 @keras.saving.register_keras_serializable(package="pneumonia_cxr")
@@ -78,12 +145,13 @@ def build_scratch_cnn(
     filters: tuple[int, ...] = (16, 32, 64, 96, 128),
     dropout: float = 0.3,
     n_classes: int = 2,
-    equalize: bool = True,
+    equalize: str | bool | None = "global",
     name: str = "scratch_cnn",
 ) -> keras.Model:
     """Conv-BN-ReLU-pool blocks, global pooling, dropout: small enough to train on a CPU.
 
-    `equalize` puts histogram equalisation before per-image standardisation (acquisition invariance).
+    `equalize` ('global', 'clahe' or None) puts histogram equalisation before per-image standardisation
+    (acquisition invariance).
     """
     blocks = []
     for f in filters:
@@ -96,7 +164,7 @@ def build_scratch_cnn(
     return keras.Sequential(
         [
             keras.Input((image_size, image_size, 1)),
-            *([HistogramEqualization()] if equalize else []),
+            *_equalizer(equalize),
             PerImageStandardization(),
             *blocks,
             layers.GlobalAveragePooling2D(),
@@ -128,12 +196,12 @@ def build_transfer_model(
     alpha: float | None = 0.35,
     dropout: float = 0.3,
     n_classes: int = 2,
-    equalize: bool = True,
+    equalize: str | bool | None = "global",
 ) -> keras.Model:
     """An ImageNet backbone (frozen at first) under a pooled, dropout-regularised head.
 
     `weights` is 'imagenet' (downloads on first use), a local weights file (offline), or None;
-    `equalize` applies histogram equalisation to the gray image first.
+    `equalize` ('global', 'clahe' or None) equalises the gray image's histogram first.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
@@ -147,7 +215,7 @@ def build_transfer_model(
     return keras.Sequential(
         [
             keras.Input((image_size, image_size, 1)),
-            *([HistogramEqualization()] if equalize else []),
+            *_equalizer(equalize),
             GrayToRGB(),
             *preprocess(),
             base,
