@@ -108,6 +108,22 @@ def test_clahe_model_reloads_and_bad_settings_are_named(tmp_path):
         build_scratch_cnn(32, (4,), equalize="local")
 
 
+def test_global_then_local_equalisation_keeps_exposure_invariance():
+    from pneumonia_cxr.models import _equalizer
+
+    x = np.random.default_rng(6).integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    darker_lower_contrast = np.round(40 + 150 * (x / 255) ** 1.6)
+
+    def apply(names, images):
+        for layer in _equalizer(names):
+            images = layer(images)
+        return np.asarray(images)
+
+    both = np.abs(apply("global+clahe", x) - apply("global+clahe", darker_lower_contrast)).mean()
+    local_only = np.abs(apply("clahe", x) - apply("clahe", darker_lower_contrast)).mean()
+    assert local_only > 2 * both, "the clip limit alone does not undo a change of exposure; global first does most"
+
+
 def test_ensemble_of_two_sizes_averages_and_reloads(tmp_path, saved):
     small = saved[0]  # 32 px
     other = compile_model(build_scratch_cnn(48, (4,), name="other_cnn"), 1e-3)

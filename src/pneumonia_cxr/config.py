@@ -11,6 +11,7 @@ PROFILES = {
         "cnn_size": 64,
         "transfer_size": 96,
         "tuner_size": 48,
+        "cnn_equalize": "clahe",  # the scratch and tuned CNNs' first layer (models.EQUALIZERS)
         "epochs": 1,
         "ablation_epochs": 1,
         "transfer_epochs": 1,
@@ -30,6 +31,7 @@ PROFILES = {
         "cnn_size": 128,
         "transfer_size": 224,
         "tuner_size": 96,
+        "cnn_equalize": "clahe",  # local (CLAHE) rather than one global histogram: notebook 03 has the check
         "epochs": 10,
         "ablation_epochs": 4,  # notebook 03: the CNN again without the class aspect offset
         "transfer_epochs": 3,

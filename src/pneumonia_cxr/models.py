@@ -93,18 +93,23 @@ class ContrastLimitedEqualization(layers.Layer):
         return {**super().get_config(), "tiles": self.tiles, "clip_limit": self.clip_limit}
 
 
-EQUALIZERS = {"global": HistogramEqualization, "clahe": ContrastLimitedEqualization}
+# name -> the equalisation layers a model starts with; "global+clahe": exposure-invariant first, then local
+EQUALIZERS = {
+    "global": (HistogramEqualization,),
+    "clahe": (ContrastLimitedEqualization,),
+    "global+clahe": (HistogramEqualization, ContrastLimitedEqualization),
+}
 
 
 def _equalizer(equalize) -> list:
-    """`equalize`: 'global' (or True), 'clahe', or None / False for none."""
+    """`equalize`: a name of EQUALIZERS ('global' also as True), or None / False for none."""
     if equalize is True:
         equalize = "global"
     if not equalize:
         return []
     if equalize not in EQUALIZERS:
         raise ValueError(f"unknown equalize {equalize!r}; choose one of {sorted(EQUALIZERS)} or None")
-    return [EQUALIZERS[equalize]()]
+    return [layer() for layer in EQUALIZERS[equalize]]
 
 
 @keras.saving.register_keras_serializable(package="pneumonia_cxr")

@@ -9,14 +9,16 @@ from .models import build_scratch_cnn
 from .train import compile_model
 
 
-def cnn_hypermodel(image_size: int):
-    """The search space: depth, width, dropout and learning rate of build_scratch_cnn."""
+def cnn_hypermodel(image_size: int, equalize: str | None = "global"):
+    """The search space: depth, width, dropout and learning rate of build_scratch_cnn (`equalize` fixed)."""
 
     def build(hp: kt.HyperParameters):
         blocks = hp.Int("blocks", 3, 5)
         base = hp.Choice("base_filters", [8, 16, 32])
         filters = tuple(min(base * 2**i, 128) for i in range(blocks))
-        model = build_scratch_cnn(image_size, filters, hp.Float("dropout", 0.1, 0.5, step=0.1), name="tuned_cnn")
+        model = build_scratch_cnn(
+            image_size, filters, hp.Float("dropout", 0.1, 0.5, step=0.1), equalize=equalize, name="tuned_cnn"
+        )
         return compile_model(model, hp.Choice("learning_rate", [3e-3, 1e-3, 3e-4]))
 
     return build
