@@ -61,4 +61,6 @@ def test_smoke_run_evaluates_on_the_official_test_folder(real_224, real_fullres,
     assert after["notebooks"]["03_scratch_cnn"] == before["notebooks"]["03_scratch_cnn"]
     assert after["peak_memory_mb"] == before["peak_memory_mb"]  # training peaks higher than the final notebook
     assert set(after["notebooks"]) == set(before["notebooks"])
+    codes = {nb: entry["code"] for nb, entry in after["notebooks"].items()}
+    assert all(len(c) == 12 for c in codes.values()) and codes["03_scratch_cnn"] != codes["04_transfer_learning"]
     assert (metrics / "subgroups.csv").exists()

@@ -29,3 +29,24 @@ def test_git_commit_flags_uncommitted_code_but_not_notebooks(tmp_path, monkeypat
 def test_git_commit_outside_a_repository_is_unknown(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert git_commit() == "unknown"
+
+
+def test_code_fingerprint_sees_code_and_defaults_not_the_run_or_the_story(tmp_path):
+    import nbformat
+
+    from pneumonia_cxr.runner import code_fingerprint
+
+    def notebook(*cells):
+        book = nbformat.v4.new_notebook(cells=list(cells))
+        path = tmp_path / f"nb{len(list(tmp_path.iterdir()))}.ipynb"
+        nbformat.write(book, str(path))
+        return code_fingerprint(path)
+
+    params = nbformat.v4.new_code_cell("seed = 42\naugment = 0.5", metadata={"tags": ["parameters"]})
+    story, train = nbformat.v4.new_markdown_cell("# why"), nbformat.v4.new_code_cell("fit(model)")
+    base = notebook(params, train)
+    injected = nbformat.v4.new_code_cell("seed = 7", metadata={"tags": ["injected-parameters"]})
+    assert notebook(story, params, injected, train) == base  # another seed, a new narrative: the same code
+    assert notebook(params, nbformat.v4.new_code_cell("fit(model, epochs=3)")) != base
+    other_default = nbformat.v4.new_code_cell("seed = 42\naugment = 1.0", metadata={"tags": ["parameters"]})
+    assert notebook(other_default, train) != base

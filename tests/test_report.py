@@ -52,8 +52,10 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     from pneumonia_cxr.results import seed_runs, seed_table
     from pneumonia_cxr.train import write_json
 
-    def run(folder, seed, auc, j, profile="full", models=("cnn", "transfer", "ternary")):
-        write_json(folder / "run.json", {"seed": seed, "profile": profile, "data_dir": "/x/chest_xray_224"})
+    def run(folder, seed, auc, j, profile="full", models=("cnn", "transfer", "ternary"), code="abc"):
+        notebooks = {"03_cnn": {"code": code}, "final_notebook": {"code": "any"}}
+        write_json(folder / "run.json", {"seed": seed, "profile": profile, "data_dir": "/x/chest_xray_224",
+                                         "notebooks": notebooks})
         for name in models:
             test = {"roc_auc": auc, "sensitivity": 0.9, "specificity": 0.8, "accuracy": 0.85}
             m = {"model": name, "task": "binary", "test": test, "val": {"roc_auc": 0.99},
@@ -68,10 +70,13 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     run(tmp_path / "seeds" / "8" / "metrics", 8, 0.5, {"cnn": 0.7}, models=("cnn",))  # interrupted
     run(tmp_path / "seeds" / "9" / "metrics", 9, 0.5, {"cnn": 0.9, "transfer": 0.8}, profile="smoke")
     run(tmp_path / "seeds" / "10" / "metrics", 10, 0.96, {"cnn": 0.9, "transfer": 0.8})
+    run(tmp_path / "seeds" / "11" / "metrics", 11, 0.5, {"cnn": 0.9, "transfer": 0.8}, code="older")
     with pytest.warns(UserWarning) as caught:
         runs = seed_runs(tmp_path)
-    assert list(runs) == [42, 7, 10]  # the main run first; 8 (a model missing) and 9 (another profile) skipped
-    assert {str(w.message).split(":")[0] for w in caught} == {str(tmp_path / "seeds" / s / "metrics") for s in "89"}
+    assert list(runs) == [42, 7, 10]  # the main run first; 8 (a model missing), 9 (another profile), 11 (older code)
+    assert {str(w.message).split(":")[0] for w in caught} == {str(tmp_path / "seeds" / s / "metrics") for s in "89"} | {
+        str(tmp_path / "seeds" / "11" / "metrics")}
+    assert "code (made before a code change?)" in next(str(w.message) for w in caught if "/11/" in str(w.message))
     table = seed_table(runs)
     assert list(table.columns) == ["seed 42", "seed 7", "seed 10", "spread"]
     assert table.loc[("cnn", "test AUC"), "seed 7"] == 0.97

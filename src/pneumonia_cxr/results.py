@@ -218,16 +218,23 @@ def probabilities(pred_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return df["y_true"].to_numpy(), df["p_pneumonia"].to_numpy()
 
 
+def _notebook_code(run: dict) -> dict[str, str | None]:
+    """Each trained notebook's code fingerprint in a run.json (None where the run predates fingerprints)."""
+    return {nb: entry.get("code") for nb, entry in run.get("notebooks", {}).items() if nb != "final_notebook"}
+
+
 def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]]:
     """(run.json, every model's metrics) by run seed: the main run's (`reports/metrics`) first, then each other
     seed's in seed order (`reports/seeds/<seed>/metrics`, written by `make seed-check SEED=<seed>`). The seed is
     read from each run.json, never from the folder name. Another seed's run counts only if it is complete and
-    comparable: the same profile, dataset and models as the main run; an interrupted or different run is skipped
-    with a warning."""
+    comparable: the same profile, dataset and models as the main run, and the same code for every notebook before
+    the final one (the runner's `code` fingerprints in run.json; not checked when the main run predates them). An
+    interrupted, different or outdated run is skipped with a warning: rerun `make seed-check` after a code change."""
     main_dir = Path(reports_dir) / "metrics"
     if not (main_dir / "run.json").exists():
         return {}
     main_run, main_metrics = read_json(main_dir / "run.json"), load_metrics(main_dir)
+    main_code = _notebook_code(main_run)
     out = {main_run["seed"]: (main_run, main_metrics)}
     for metrics_dir in sorted((Path(reports_dir) / "seeds").glob("*/metrics")):
         run = read_json(metrics_dir / "run.json") if (metrics_dir / "run.json").exists() else {}
@@ -237,6 +244,7 @@ def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]
             ("profile", run.get("profile") == main_run["profile"]),
             ("dataset", Path(run.get("data_dir", "")).name == Path(main_run["data_dir"]).name),
             ("models (an interrupted run?)", set(metrics) == set(main_metrics)),
+            ("code (made before a code change?)", not all(main_code.values()) or _notebook_code(run) == main_code),
         ] if not same]
         if differs:
             warnings.warn(f"{metrics_dir}: skipped, differs from {main_dir} in {', '.join(differs)}")

@@ -88,6 +88,23 @@ def clean_notebook(path: str | Path) -> None:
     nbformat.write(book, str(path))
 
 
+def code_fingerprint(notebook: str | Path) -> str:
+    """What decides a notebook's numbers besides the run's parameters, as a short hash: the package's source and the
+    notebook's code cells, its parameter defaults included (injected parameters, markdown and outputs left out).
+    Two runs of a notebook with the same fingerprint ran the same code."""
+    import hashlib
+
+    import nbformat
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src" / "pneumonia_cxr").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    for cell in nbformat.read(str(ROOT / notebook), as_version=4).cells:
+        if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", []):
+            digest.update(cell.source.encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def peak_child_memory_mb() -> float:
     """Peak resident memory of any finished child process (each notebook's kernel), in MB."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -126,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         dst = Path(args.executed_dir) / Path(nb).name if args.executed_dir else src
         dst.parent.mkdir(parents=True, exist_ok=True)
         print(f"[{i}/{len(notebooks)}] {nb} -> {dst}", flush=True)
+        code = code_fingerprint(nb)  # before papermill rewrites the notebook
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prepare_only:
             clean_notebook(dst)
             # per notebook: with --only, the others keep the commit they last ran at
-            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1), "git_commit": log["git_commit"]}
+            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code}
             log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
             log["cpu_count"] = os.cpu_count()
