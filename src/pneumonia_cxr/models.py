@@ -155,7 +155,7 @@ def build_scratch_cnn(
 ) -> keras.Model:
     """Conv-BN-ReLU-pool blocks, global pooling, dropout: small enough to train on a CPU.
 
-    `equalize` ('global', 'clahe' or None) puts histogram equalisation before per-image standardisation
+    `equalize` (a name of EQUALIZERS, or None) puts histogram equalisation before per-image standardisation
     (acquisition invariance).
     """
     blocks = []
@@ -206,7 +206,7 @@ def build_transfer_model(
     """An ImageNet backbone (frozen at first) under a pooled, dropout-regularised head.
 
     `weights` is 'imagenet' (downloads on first use), a local weights file (offline), or None;
-    `equalize` ('global', 'clahe' or None) equalises the gray image's histogram first.
+    `equalize` (a name of EQUALIZERS, or None) equalises the gray image's histogram first.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
