@@ -10,12 +10,14 @@ Executed notebooks replace the sources by default (so the repository shows the l
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import resource
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 
 from .train import git_commit, read_json, write_json
@@ -65,8 +67,6 @@ def _smaller_png(b64: str) -> str:
 
 def clean_notebook(path: str | Path) -> None:
     """nbdev-style tidy: drop TF's C++ start-up chatter and per-cell timing metadata; shrink figures."""
-    import nbformat
-
     book = nbformat.read(str(path), as_version=4)
     for cell in book.cells:
         cell.metadata.pop("execution", None)
@@ -92,10 +92,6 @@ def code_fingerprint(notebook: str | Path) -> str:
     """What decides a notebook's numbers besides the run's parameters, as a short hash: the package's source and the
     notebook's code cells, its parameter defaults included (injected parameters, markdown and outputs left out).
     Two runs of a notebook with the same fingerprint ran the same code."""
-    import hashlib
-
-    import nbformat
-
     digest = hashlib.sha256()
     for path in sorted((ROOT / "src" / "pneumonia_cxr").rglob("*.py")):
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())

@@ -9,15 +9,17 @@ from .models import build_scratch_cnn
 from .train import compile_model
 
 
-def cnn_hypermodel(image_size: int, equalize: str | None = "global", base_filters=(8, 16, 32)):
-    """The search space: depth, width (first block's filters from `base_filters`, doubling per block, at most
-    128), dropout and learning rate of build_scratch_cnn (`equalize` fixed)."""
-    if not base_filters or any(int(f) < 1 for f in base_filters):
+def cnn_hypermodel(image_size: int, equalize: str | None, base_filters: tuple[int, ...]):
+    """The search space: depth, width (first block's filters, one of `base_filters` (the profile's
+    `tuner_base_filters`), doubling per block, at most 128), dropout and learning rate of build_scratch_cnn
+    (`equalize` fixed)."""
+    widths = [int(f) for f in base_filters]
+    if not widths or min(widths) < 1:
         raise ValueError(f"base_filters must be positive filter counts, got {base_filters!r}")
 
     def build(hp: kt.HyperParameters):
         blocks = hp.Int("blocks", 3, 5)
-        base = hp.Choice("base_filters", [int(f) for f in base_filters])
+        base = hp.Choice("base_filters", widths)
         filters = tuple(min(base * 2**i, 128) for i in range(blocks))
         model = build_scratch_cnn(
             image_size, filters, hp.Float("dropout", 0.1, 0.5, step=0.1), equalize=equalize, name="tuned_cnn"
