@@ -1,4 +1,5 @@
-"""git_commit: the commit a result was made with, flagged when tracked code differs from it."""
+"""Provenance: the commit a result was made with (flagged when tracked code differs from it), and each notebook's
+code fingerprint (its code cells and the package modules they load)."""
 
 import subprocess
 
@@ -50,3 +51,50 @@ def test_code_fingerprint_sees_code_and_defaults_not_the_run_or_the_story(tmp_pa
     assert notebook(params, nbformat.v4.new_code_cell("fit(model, epochs=3)")) != base
     other_default = nbformat.v4.new_code_cell("seed = 42\naugment = 1.0", metadata={"tags": ["parameters"]})
     assert notebook(other_default, train) != base
+
+
+def _package(root, **modules):
+    """A throwaway package `pneumonia_cxr` under root: module path (dots for subpackages) -> source."""
+    package = root / "pneumonia_cxr"
+    for name, source in {"__init__": "", **modules}.items():
+        path = package.joinpath(*name.split(".")).with_suffix(".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return package
+
+
+def test_fingerprint_follows_imports_through_the_package_and_ignores_the_rest(tmp_path):
+    import nbformat
+
+    from pneumonia_cxr.runner import code_fingerprint, imported_sources
+
+    package = _package(
+        tmp_path, train="from .models import build\n", models="def build():\n    from .data import load\n",
+        **{"data.__init__": "from .cache import load\n", "data.cache": "def load(): ...\n"},
+        runner="from .train import fit\n", report="x = 1\n",
+    )
+    cells = ["%matplotlib inline\nfrom pneumonia_cxr.train import fit"]  # a magic, as in a real notebook
+    found = {p.relative_to(package).as_posix() for p in imported_sources(cells, package)}
+    # through a relative import, one inside a function, and a package's __init__; never the runner or the report
+    assert found == {"__init__.py", "train.py", "models.py", "data/__init__.py", "data/cache.py"}
+
+    notebook = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cells[0])]), str(notebook))
+    base = code_fingerprint(notebook, package)
+    (package / "report.py").write_text("x = 2\n")
+    (package / "runner.py").write_text("from .train import fit, evaluate\n")
+    assert code_fingerprint(notebook, package) == base  # neither loads when the notebook runs
+    (package / "data" / "cache.py").write_text("def load(): return 1\n")
+    assert code_fingerprint(notebook, package) != base  # loaded three imports away
+
+
+def test_the_real_notebooks_load_what_they_use():
+    from pneumonia_cxr.runner import PACKAGE, ROOT, _code_cells, imported_sources
+
+    def loaded(notebook):
+        return {p.relative_to(PACKAGE).as_posix() for p in imported_sources(_code_cells(ROOT / notebook))}
+
+    tuner = loaded("notebooks/06_keras_tuner_search.ipynb")
+    assert {"tuning.py", "models.py", "train.py", "data/pipeline.py", "data/cache.py", "notebook.py"} <= tuner
+    assert not {"runner.py", "report.py", "cli.py", "predict.py"} & tuner
+    assert "tuning.py" not in loaded("notebooks/03_scratch_cnn.ipynb")
