@@ -35,7 +35,7 @@ def test_git_commit_outside_a_repository_is_unknown(tmp_path, monkeypatch):
 def test_code_fingerprint_sees_code_and_defaults_not_the_run_or_the_story(tmp_path):
     import nbformat
 
-    from pneumonia_cxr.runner import code_fingerprint
+    from pneumonia_cxr.provenance import code_fingerprint
 
     def notebook(*cells):
         book = nbformat.v4.new_notebook(cells=list(cells))
@@ -66,7 +66,7 @@ def _package(root, **modules):
 def test_fingerprint_follows_imports_through_the_package_and_ignores_the_rest(tmp_path):
     import nbformat
 
-    from pneumonia_cxr.runner import code_fingerprint, imported_sources
+    from pneumonia_cxr.provenance import code_fingerprint, imported_sources
 
     package = _package(
         tmp_path, train="from .models import build\n", models="def build():\n    from .data import load\n",
@@ -89,12 +89,12 @@ def test_fingerprint_follows_imports_through_the_package_and_ignores_the_rest(tm
 
 
 def test_the_real_notebooks_load_what_they_use():
-    from pneumonia_cxr.runner import PACKAGE, ROOT, _code_cells, imported_sources
+    from pneumonia_cxr.provenance import PACKAGE, ROOT, _code_cells, imported_sources
 
     def loaded(notebook):
         return {p.relative_to(PACKAGE).as_posix() for p in imported_sources(_code_cells(ROOT / notebook))}
 
     tuner = loaded("notebooks/06_keras_tuner_search.ipynb")
     assert {"tuning.py", "models.py", "train.py", "data/pipeline.py", "data/cache.py", "notebook.py"} <= tuner
-    assert not {"runner.py", "report.py", "cli.py", "predict.py"} & tuner
+    assert not {"runner.py", "provenance.py", "report.py", "cli.py", "predict.py"} & tuner
     assert "tuning.py" not in loaded("notebooks/03_scratch_cnn.ipynb")

@@ -89,3 +89,23 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
     with pytest.raises(ValueError, match="seed 7"), pytest.warns(UserWarning):
         seed_runs(tmp_path)
+
+
+def test_threshold_sentence_reads_the_chosen_models_rows(tmp_path):
+    import pandas as pd
+
+    from pneumonia_cxr.operating_point import threshold_out_of_bag
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(rng.random(300) < 0.7, 2)
+    p = 1 / (1 + np.exp(-(rng.normal(size=600) + 2 * (y - 0.5))))
+    groups = np.repeat(np.arange(300), 2)
+    table = pd.concat([threshold_out_of_bag(y, p, groups, (0.95, 0.97), n_boot=50).assign(model="cnn"),
+                       threshold_out_of_bag(y, 1 - p, groups, (0.95,), n_boot=50).assign(model="other")])
+    table.to_csv(tmp_path / "t.csv", index=False)  # the sentence reads the file the final notebook writes
+    line = report.threshold_sentence(pd.read_csv(tmp_path / "t.csv"), "cnn")
+    first = table[table["model"] == "cnn"].iloc[0]
+    assert f"at the target 0.95, sensitivity {first['sensitivity']:.3f}" in line
+    assert f"below 0.95 in {first['share below 0.95']:.0%} of resamples" in line
+    assert "at a target of 0.97: below 0.95 in" in line and line.count("[") == 1
+    assert report.threshold_sentence(table, "absent") == ""

@@ -41,6 +41,26 @@ def subgroup_sentence(groups: pd.DataFrame, model: str) -> str:
     return f"By subgroup on test (`reports/metrics/subgroups.csv`): {'; '.join(parts)}." if parts else ""
 
 
+def threshold_sentence(table: pd.DataFrame, model: str) -> str:
+    """What the chosen model's threshold rule delivers on validation patients it was not chosen on, in one line: at
+    the rule's own target with a 95% range, then at the stricter targets."""
+    rows = table[table["model"] == model].sort_values("validation target")
+    if rows.empty:
+        return ""
+    below = next(c for c in rows.columns if c.startswith("share below "))
+    floor = below.removeprefix("share below ")
+    first, stricter = rows.iloc[0], rows.iloc[1:]
+    line = (f"The threshold rule on validation patients it was not chosen on (out of bag, "
+            f"`reports/metrics/threshold_out_of_bag.csv`): at the target {first['validation target']:g}, sensitivity "
+            f"{first['sensitivity']:.3f} [{first['sensitivity 2.5%']:.3f}, {first['sensitivity 97.5%']:.3f}], "
+            f"below {floor} in {first[below]:.0%} of resamples, specificity {first['specificity']:.3f}")
+    if len(stricter):
+        join = lambda values, fmt: " / ".join(format(v, fmt) for v in values)
+        line += (f"; at a target of {join(stricter['validation target'], 'g')}: below {floor} in "
+                 f"{join(stricter[below], '.0%')}, specificity {join(stricter['specificity'], '.3f')}")
+    return line + "."
+
+
 def seed_sentences(reports_dir: str | Path, chosen: str) -> list[str]:
     """One line per complete run of another seed: the main run's chosen model and its own choice, on its test
     split, and what the run cost."""
@@ -78,6 +98,8 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines.append(f"\nChosen on validation, before test is read: **{chosen}**.")
     if (metrics_dir / "subgroups.csv").exists():
         lines.append(subgroup_sentence(pd.read_csv(metrics_dir / "subgroups.csv"), chosen))
+    if (metrics_dir / "threshold_out_of_bag.csv").exists():
+        lines.append(threshold_sentence(pd.read_csv(metrics_dir / "threshold_out_of_bag.csv"), chosen))
     lines.extend(seed_sentences(reports_dir, chosen))
     lines.append("\nNormal / bacterial / viral:\n")
     lines.append(markdown_table(ternary_table(metrics)))

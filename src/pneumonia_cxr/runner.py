@@ -10,8 +10,6 @@ Executed notebooks replace the sources by default (so the repository shows the l
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
 import os
 import resource
 import sys
@@ -21,10 +19,9 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
+from .provenance import ROOT, code_fingerprint
 from .train import git_commit, read_json, write_json
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = Path(__file__).resolve().parent
 NOTEBOOKS = [
     "notebooks/01_eda.ipynb",
     "notebooks/02_baseline_dense.ipynb",
@@ -88,73 +85,6 @@ def clean_notebook(path: str | Path) -> None:
     book.metadata.get("papermill", {}).pop("start_time", None)
     book.metadata.get("papermill", {}).pop("end_time", None)
     nbformat.write(book, str(path))
-
-
-def _code_cells(notebook: str | Path) -> list[str]:
-    """A notebook's code cells, injected parameters left out."""
-    return [cell.source for cell in nbformat.read(str(notebook), as_version=4).cells
-            if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", [])]
-
-
-def _module_file(module: str, package_dir: Path) -> Path | None:
-    """`pneumonia_cxr.data.cache` -> .../pneumonia_cxr/data/cache.py (a package: its __init__.py); None if not ours."""
-    first, *rest = module.split(".")
-    if first != package_dir.name:
-        return None
-    base = package_dir.joinpath(*rest)
-    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
-
-
-def _imported_names(source: str, module: str, is_package: bool) -> set[str]:
-    """Every module name an import statement in `source` may load, wherever the statement is (function bodies too);
-    relative imports resolved against `module`. `from a import b` yields both `a` and `a.b` (b may be a module)."""
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = module.split(".") if is_package else module.split(".")[:-1]
-                parts = parts[:len(parts) - node.level + 1] + ([node.module] if node.module else [])
-                base = ".".join(parts)
-            else:
-                base = node.module
-            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
-    return names
-
-
-def imported_sources(cells: list[str], package_dir: Path = PACKAGE) -> list[Path]:
-    """The package's source files that notebook `cells` load when they run: the modules they import, what those
-    import in turn, and every package `__init__.py` on the way (importing `a.b.c` runs `a` and `a.b` first). Sorted."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    to_python = TransformerManager().transform_cell  # `%matplotlib inline` and other magics as plain Python
-    todo = set().union(*(_imported_names(to_python(cell), "__main__", False) for cell in cells))
-    seen: set[Path] = set()
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
-            path = _module_file(prefix, package_dir)
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            todo |= _imported_names(path.read_text(), prefix, path.name == "__init__.py")
-    return sorted(seen)
-
-
-def code_fingerprint(notebook: str | Path, package_dir: Path = PACKAGE) -> str:
-    """What decides a notebook's numbers besides the run's parameters, as a short hash: the notebook's code cells, its
-    parameter defaults included (injected parameters, markdown and outputs left out), and the source of every package
-    module those cells import, directly or through other modules. Two runs of a notebook with the same fingerprint
-    ran the same code; a change to a module the notebook never loads (the runner, the report) leaves it alone."""
-    cells = _code_cells(ROOT / notebook)
-    digest = hashlib.sha256()
-    for path in imported_sources(cells, package_dir):
-        digest.update(path.relative_to(package_dir.parent).as_posix().encode() + b"\0" + path.read_bytes())
-    for source in cells:
-        digest.update(source.encode() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def peak_child_memory_mb() -> float:
