@@ -98,3 +98,19 @@ def test_the_real_notebooks_load_what_they_use():
     assert {"tuning.py", "models.py", "train.py", "data/pipeline.py", "data/cache.py", "notebook.py"} <= tuner
     assert not {"runner.py", "provenance.py", "report.py", "cli.py", "predict.py"} & tuner
     assert "tuning.py" not in loaded("notebooks/03_scratch_cnn.ipynb")
+
+
+def test_clean_notebook_gives_the_injected_cell_a_fixed_id(tmp_path):
+    import nbformat
+
+    from pneumonia_cxr.runner import clean_notebook
+
+    def executed(random_id):  # papermill gives the cell it injects a new random id on every run
+        cell = nbformat.v4.new_code_cell("seed = 7", metadata={"tags": ["injected-parameters"]}, id=random_id)
+        path = tmp_path / f"{random_id}.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", id="kept"), cell]), str(path))
+        clean_notebook(path)
+        return path.read_text()
+
+    first = executed("c22cada8")
+    assert first == executed("62775f5a") and '"id": "kept"' in first

@@ -84,8 +84,9 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     assert table.loc[("ternary", "macro OvR AUC"), "spread"] == pytest.approx(0.02)
     assert table.loc[("chosen", "model"), ["seed 42", "seed 7", "seed 10"]].tolist() == ["cnn", "transfer", "cnn"]
     with pytest.warns(UserWarning):
-        line, _ = report.seed_sentences(tmp_path, "cnn")  # the README's line for seed 7: the main choice, then its own
+        line, second = report.seed_sentences(tmp_path, "cnn")  # the README's line for seed 7: the main choice, then its own
     assert line.startswith("With seed 7") and line.index("cnn: test AUC 0.970") < line.index("transfer (its choice)")
+    assert "make seed-check" in line and second.startswith("With seed 10: ")  # what a seed run is: said once
     run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
     with pytest.raises(ValueError, match="seed 7"), pytest.warns(UserWarning):
         seed_runs(tmp_path)

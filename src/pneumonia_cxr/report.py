@@ -65,15 +65,16 @@ def seed_sentences(reports_dir: str | Path, chosen: str) -> list[str]:
     """One line per complete run of another seed: the main run's chosen model and its own choice, on its test
     split, and what the run cost."""
     lines = []
-    for seed, (run, metrics) in list(seed_runs(reports_dir).items())[1:]:
+    for i, (seed, (run, metrics)) in enumerate(list(seed_runs(reports_dir).items())[1:]):
         own = choose_model(metrics)
         parts = [f"{name}{' (its choice)' if name == own else ''}: test AUC {metrics[name]['test']['roc_auc']:.3f}, "
                  f"sensitivity {metrics[name]['test']['sensitivity']:.3f}, "
                  f"specificity {metrics[name]['test']['specificity']:.3f}" for name in dict.fromkeys([chosen, own])]
         cost = (f"; its notebooks 01-07 took {run['wall_seconds'] / 60:.1f} min, peak memory "
                 f"{run.get('peak_memory_mb', 0):.0f} MB") if run.get("wall_seconds") else ""
-        lines.append(f"With seed {seed} (another split of the patients and another training; "
-                     f"`reports/seeds/`, `make seed-check`): {'; '.join(parts)}{cost}.")
+        why = (" (another split of the patients and another training; `reports/seeds/`, `make seed-check`)"
+               if i == 0 else "")  # said once
+        lines.append(f"With seed {seed}{why}: {'; '.join(parts)}{cost}.")
     return lines
 
 

@@ -65,11 +65,14 @@ def _smaller_png(b64: str) -> str:
 
 
 def clean_notebook(path: str | Path) -> None:
-    """nbdev-style tidy: drop TF's C++ start-up chatter and per-cell timing metadata; shrink figures."""
+    """nbdev-style tidy: drop TF's C++ start-up chatter and per-cell timing metadata; shrink figures; give the cell
+    papermill injects a fixed id instead of a random one (a re-run then changes only what the run changed)."""
     book = nbformat.read(str(path), as_version=4)
     for cell in book.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.get("papermill", {}).clear()
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
         if cell.cell_type != "code":
             continue
         kept = []
