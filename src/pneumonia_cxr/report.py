@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, ternary_table
 from .train import read_json
 
@@ -95,6 +96,7 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines.append("Normal vs pneumonia (val J (shifts): Youden's J on validation averaged over acquisition shifts, the "
                  "model-choice rule):\n")
     lines.append(markdown_table(binary_table(metrics)))
+    lines.append("\n" + anchors_sentence())
     chosen = choose_model(metrics)
     lines.append(f"\nChosen on validation, before test is read: **{chosen}**.")
     if (metrics_dir / "subgroups.csv").exists():
