@@ -85,6 +85,21 @@ def test_aspect_swap_narrows_normal_and_widens_pneumonia_images():
         apply_shift(im, "aspect swapped")
 
 
+def test_zoom_shifts_scale_the_field_of_view_on_both_axes_and_pad_with_edge_pixels():
+    from pneumonia_cxr.evaluate import apply_shift
+
+    im = np.full((1, 60, 60), 50, np.uint8)
+    im[0, 20:40, 20:40] = 200  # a bright square 20 x 20 px, centred, on grey
+    im[0, :, 0] = 10  # a dark left edge column, to see what a zoom-out pads with
+    zin, zout = apply_shift(im, "zoom in x1.3")[0], apply_shift(im, "zoom out x0.7")[0]
+    side = lambda x: (int((x[30] > 125).sum()), int((x[:, 30] > 125).sum()))  # noqa: E731
+    assert zin.shape == zout.shape == (60, 60)
+    assert all(abs(n - 20 * 1.3) <= 1.5 for n in side(zin)) and all(abs(n - 20 * 0.7) <= 1.5 for n in side(zout))
+    pad = zout[:, :9]  # (60 - 42) / 2 columns on the left
+    assert (pad == zout[:, 9:10]).all() and 0 < pad.min() and pad.max() < 50, "the edge repeated, not reflected or black"
+    assert zin.min() >= 45, "a zoom-in crops: the dark edge column is gone"
+
+
 def test_shift_summary_averages_youden_and_keeps_the_worst_case():
     import pandas as pd
 

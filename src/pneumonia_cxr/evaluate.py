@@ -217,6 +217,22 @@ def _aspect(f):
     return stretch
 
 
+def _zoom(f):
+    """The field of view scaled by `f` about the centre, as a smaller or bigger child or a looser or tighter
+    collimation gives: f > 1 crops and magnifies; f < 1 shrinks the image and pads it with its own edge pixels
+    (neither black, a shift of its own, nor reflected content, which training uses)."""
+    def scale(im):
+        h, w = im.shape
+        if f >= 1:
+            ch, cw = round(h / f), round(w / f)
+            top, left = (h - ch) // 2, (w - cw) // 2
+            return np.asarray(Image.fromarray(im[top:top + ch, left:left + cw]).resize((w, h), Image.BILINEAR))
+        small = np.asarray(Image.fromarray(im).resize((round(w * f), round(h * f)), Image.BILINEAR))
+        ph, pw = h - small.shape[0], w - small.shape[1]
+        return np.pad(small, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="edge")
+    return scale
+
+
 def _border(edges: str, fraction: float = 0.08):
     """Black bands along two opposite edges, as a collimator or a letterboxed export leaves them."""
     def band(im):
@@ -247,6 +263,9 @@ SHIFTS = {
     # the field of view cropped at the sides or at top and bottom (a tighter collimation), for either class
     "width stretched x1.26": _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"]),
     "height stretched x1.26": _aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
+    # the field of view scaled on both axes (a smaller or bigger child, a looser or tighter collimation)
+    "zoom in x1.3": _zoom(1.3),
+    "zoom out x0.7": _zoom(0.7),
     # label-aware, (NORMAL, PNEUMONIA): each class squashed as if from the other's typical original aspect ratio
     "aspect swapped": (_aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
                        _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])),
