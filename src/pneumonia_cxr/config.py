@@ -12,6 +12,7 @@ PROFILES = {
         "transfer_size": 96,
         "tuner_size": 48,
         "cnn_equalize": "clahe",  # the scratch and tuned CNNs' first layer (models.EQUALIZERS)
+        "thorax_width": 0.42,  # small thoraxes magnified to span this much of the width (data/thorax.py); None: off
         "epochs": 1,
         "ablation_epochs": 1,
         "transfer_epochs": 1,
@@ -33,6 +34,7 @@ PROFILES = {
         "transfer_size": 224,
         "tuner_size": 96,
         "cnn_equalize": "clahe",  # local (CLAHE) rather than one global histogram: notebook 03 has the check
+        "thorax_width": 0.42,  # small thoraxes magnified to span this much of the width: notebook 03 has the check
         "epochs": 10,
         "ablation_epochs": 4,  # notebook 03: the CNN again without the class aspect offset
         "transfer_epochs": 3,

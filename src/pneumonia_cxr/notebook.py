@@ -26,10 +26,13 @@ def setup(profile: str, data_dir, cache_dir, output_dir, seed: int, size_key: st
     cfg["image_size"] = cfg[size_key]
     dirs = output_dirs(output_dir)
     seed_everything(seed)
-    data = load_dataset(data_dir, cfg["image_size"], cache_dir, seed=seed, per_subtype=cfg["per_subtype"])
+    data = load_dataset(data_dir, cfg["image_size"], cache_dir, seed=seed, per_subtype=cfg["per_subtype"],
+                        thorax_width=cfg["thorax_width"])
     if data.synthetic:
         display(Markdown(f"<div style='color:red;font-size:150%'>{BANNER}</div>"))
     counts = data.table.groupby("split_assigned").size().to_dict()
+    magnified = int((data.images != data.raw_images).any(axis=(1, 2)).sum())
     print(f"profile={profile} image_size={cfg['image_size']} seed={seed} images={counts} "
-          f"cache={data.cache_folder.name} (loaded in {data.cache_seconds:.1f} s)")
+          f"cache={data.cache_folder.name} (loaded in {data.cache_seconds:.1f} s) "
+          f"thorax_width={cfg['thorax_width']} ({magnified} images magnified)")
     return cfg, dirs, data

@@ -3,8 +3,8 @@
     python -m pneumonia_cxr.predict IMAGE [IMAGE ...] --model models/transfer.keras
         [--ternary-model models/ternary.keras] [--json] [--gradcam OUT.png]
 
-The model's metadata (image size, resize mode, validation-chosen threshold) travels beside it, so the image is
-preprocessed exactly as in training. Research code, not a medical device.
+The model's metadata (image size, resize mode, thorax scale, validation-chosen threshold) travels beside it, so the
+image is preprocessed exactly as in training. Research code, not a medical device.
 Exit codes: 0 ok, 2 bad model, 3 an image could not be read (the others are still reported).
 """
 
@@ -33,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     from .data.cache import ImageDecodeError, load_image
+    from .data.thorax import normalise_thorax_scale
     from .train import ModelFileError, load_model
+
+    def preprocess(path, meta):
+        image = load_image(path, meta["image_size"], meta["resize"])
+        if meta.get("thorax_width") is None:  # models saved before the thorax scale was normalised
+            return image
+        return normalise_thorax_scale(image[None], meta["thorax_width"], what=path)[0]
 
     try:
         model, meta = load_model(args.model)
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     results, status = [], 0
     for path in args.images:
         try:
-            image = load_image(path, meta["image_size"], meta["resize"])
+            image = preprocess(path, meta)
         except (ImageDecodeError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 3
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                "decision": "PNEUMONIA" if p >= meta["threshold"] else "NORMAL"}
         if ternary:
             t_model, t_meta = ternary
-            t_img = load_image(path, t_meta["image_size"], t_meta["resize"])
+            t_img = preprocess(path, t_meta)
             probs = t_model.predict(t_img[None, ..., None].astype("float32"), verbose=0)[0]
             row["ternary"] = {c: round(float(v), 4) for c, v in zip(t_meta["classes"], probs)}
         if args.gradcam:

@@ -48,7 +48,8 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     x_va, y_va, rows_va = data.split("val")
     p_va = predict_binary(model, x_va)
     threshold = choose_threshold(y_va, p_va, cfg["target_sensitivity"])
-    shifted = shift_predictions(lambda x: predict_binary(model, x), x_va, y_va)
+    # a shift happens to the image as acquired, before the preprocessing (the thorax scale) sees it
+    shifted = shift_predictions(lambda x: predict_binary(model, data.preprocess(x)), data.split("val", raw=True)[0], y_va)
     # kept per image, so the final notebook can bootstrap how sure the model choice is
     write_csv(dirs["predictions"] / f"{name}_val_shifts.csv",
               pd.concat([rows_va[["relpath", "patient"]].reset_index(drop=True), pd.DataFrame({"y_true": y_va}),
@@ -56,7 +57,8 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     val_shifts = shift_metrics(shifted, y_va, threshold)
     write_csv(dirs["metrics"] / f"{name}_val_robustness.csv", val_shifts)
     path = save_model(model, Path(models_dir) / f"{name}.keras", image_size=cfg["image_size"], resize="squash",
-                      task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=threshold, **extra)
+                      thorax_width=data.thorax_width, task="binary", classes=["NORMAL", "PNEUMONIA"],
+                      threshold=threshold, **extra)
     reloaded, _ = load_model(path)
     assert np.allclose(predict_binary(reloaded, x_va), p_va, atol=1e-5), f"{path}: reloaded model predicts differently"
     x_te, y_te, _ = data.split("test")
@@ -65,7 +67,8 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     assert_consistent(result["test"])
     assert_consistent(result["val"])
     assert result["threshold"] == threshold
-    robustness = robustness_table(lambda x: predict_binary(reloaded, x), x_te, y_te, threshold)
+    robustness = robustness_table(lambda x: predict_binary(reloaded, data.preprocess(x)), data.split("test", raw=True)[0],
+                                  y_te, threshold)
     write_csv(dirs["metrics"] / f"{name}_robustness.csv", robustness)
     return result, robustness
 

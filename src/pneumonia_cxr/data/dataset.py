@@ -1,4 +1,4 @@
-"""One call from a dataset folder to cached, patient-split arrays: manifest -> cache -> splits."""
+"""One call from a dataset folder to cached, patient-split arrays: manifest -> cache -> splits -> thorax scale."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 from .cache import build_image_cache
 from .discover import DatasetError, build_manifest
 from .split import split_by_patient
+from .thorax import normalise_thorax_scale
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,12 @@ TERNARY_CLASSES = ("normal", "bacteria", "virus")
 
 @dataclass
 class XrayData:
-    """Cached images (row i of `table` is images[i]) with their assigned split."""
+    """Images as the models see them (row i of `table` is images[i]) with their assigned split.
+
+    `raw_images` are the decoded images, before the thorax scale is normalised (`thorax_width`, None: not at all):
+    an acquisition shift of the robustness tables happens to an image before any preprocessing, so it is applied to
+    these and then `preprocess`ed, as a new file would be.
+    """
 
     images: np.ndarray
     table: pd.DataFrame
@@ -31,14 +37,27 @@ class XrayData:
     skipped: Counter = field(default_factory=Counter)
     cache_folder: Path | None = None
     cache_seconds: float = 0.0
+    raw_images: np.ndarray | None = None
+    thorax_width: float | None = None
 
-    def split(self, name: str, ternary: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-        """(images, labels, rows) of one assigned split; labels 0/1 or 0/1/2 (normal/bacteria/virus)."""
+    def __post_init__(self):
+        if self.raw_images is None:
+            self.raw_images = self.images
+
+    def split(self, name: str, ternary: bool = False, raw: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """(images, labels, rows) of one assigned split; labels 0/1 or 0/1/2 (normal/bacteria/virus). `raw=True`:
+        the images before preprocessing (for `preprocess` after a shift)."""
         mask = (self.table["split_assigned"] == name).to_numpy()
         if ternary:
             mask = mask & self.table["subtype"].isin(TERNARY_CLASSES).to_numpy()
         rows = self.table[mask]
-        return self.images[mask], labels_of(rows, ternary), rows
+        return (self.raw_images if raw else self.images)[mask], labels_of(rows, ternary), rows
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """What the models see of decoded (N, H, W) images: the preprocessing that made `images` from `raw_images`."""
+        if self.thorax_width is None:
+            return raw
+        return normalise_thorax_scale(raw, self.thorax_width, what="shifted images")
 
 
 def labels_of(rows: pd.DataFrame, ternary: bool = False) -> np.ndarray:
@@ -70,8 +89,10 @@ def load_dataset(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     per_subtype: int | None = None,
+    thorax_width: float | None = None,
 ) -> XrayData:
-    """Manifest, decode cache and patient-level splits for `data_dir` at `image_size`."""
+    """Manifest, decode cache and patient-level splits for `data_dir` at `image_size`; with `thorax_width`, every
+    image whose thorax spans less of its width is magnified to it (`thorax.normalise_thorax_scale`)."""
     manifest = build_manifest(data_dir)
     table = manifest.table
     if per_subtype:
@@ -82,14 +103,17 @@ def load_dataset(
     split_table, dropped = split_by_patient(cache.table, seed, val_fraction, test_fraction)
     keep = (split_table["split_assigned"] != "").to_numpy()
     skipped = manifest.skipped + cache.skipped + dropped
+    raw = cache.images[keep]
     return XrayData(
-        images=cache.images[keep],
+        images=raw if thorax_width is None else normalise_thorax_scale(raw, thorax_width),
         table=split_table[keep].reset_index(drop=True),
         root=manifest.root,
         synthetic=is_synthetic(data_dir),
         skipped=skipped,
         cache_folder=cache.folder,
         cache_seconds=cache.seconds,
+        raw_images=raw,
+        thorax_width=thorax_width,
     )
 
 
