@@ -99,9 +99,10 @@ def test_predict_applies_the_models_thorax_scale(real_fullres, tmp_path, capsys)
     model.layers[-1].set_weights([np.ones((1, 1)), np.zeros(1)])
     files = [str(f) for f in sorted((real_fullres / "train" / "NORMAL").glob("*.jpeg"))[:8]]
     images = np.stack([load_image(f, 64) for f in files])
-    magnified = (normalise_thorax_scale(images, 0.42) != images).any(axis=(1, 2))
+    normalised = normalise_thorax_scale(images, 0.42)
+    magnified = (normalised != images).any(axis=(1, 2))
     assert magnified.any(), "none of these 8 originals has a small thorax: pick others"
-    expected = model.predict(normalise_thorax_scale(images, 0.42)[..., None].astype("float32"), verbose=0).ravel()
+    expected = model.predict(normalised[..., None].astype("float32"), verbose=0).ravel()
     path = tmp_path / "centre.keras"
     save_model(model, path, image_size=64, resize="squash", thorax_width=0.42, task="binary",
                classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
