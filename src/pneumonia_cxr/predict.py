@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def preprocess(path, meta):
         image = load_image(path, meta["image_size"], meta["resize"])
-        if meta.get("thorax_width") is None:  # models saved before the thorax scale was normalised
+        if meta.get("thorax_width") is None:  # trained on images as decoded (the ternary model, or one before run 18)
             return image
         return normalise_thorax_scale(image[None], meta["thorax_width"], what=path)[0]
 
