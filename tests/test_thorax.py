@@ -112,3 +112,19 @@ def test_predict_applies_the_models_thorax_scale(real_fullres, tmp_path, capsys)
     assert np.allclose(got, expected, atol=1e-4)
     unprocessed = model.predict(images[..., None].astype("float32"), verbose=0).ravel()
     assert not np.allclose(got[magnified], unprocessed[magnified], atol=1e-3)
+
+    # a ternary model saved without a thorax width (notebook 05's) gets the images as decoded, beside a binary one
+    # that gets them scaled: each model's own .json decides
+    ternary = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Cropping2D(24), keras.layers.Rescaling(1 / 255),
+                                keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    ternary.layers[-1].set_weights([np.array([[4.0, 0.0, -4.0]]), np.zeros(3)])
+    t_path = tmp_path / "ternary.keras"
+    save_model(ternary, t_path, image_size=64, resize="squash", thorax_width=None, task="ternary",
+               classes=["normal", "bacteria", "virus"])
+    assert predict.main([*files, "--model", str(path), "--ternary-model", str(t_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert np.allclose([r["p_pneumonia"] for r in rows], expected, atol=1e-4)
+    t_got = np.array([[r["ternary"][c] for c in ("normal", "bacteria", "virus")] for r in rows])
+    assert np.allclose(t_got, ternary.predict(images[..., None].astype("float32"), verbose=0), atol=1e-4)
+    t_scaled = ternary.predict(normalised[..., None].astype("float32"), verbose=0)
+    assert not np.allclose(t_got[magnified], t_scaled[magnified], atol=1e-3)
