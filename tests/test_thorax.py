@@ -85,18 +85,24 @@ def test_dataset_keeps_raw_images_and_preprocesses_like_them(real_224, tmp_path)
     assert (data.preprocess(raw) == x).all()
 
 
-@pytest.mark.real_data
-def test_predict_applies_the_models_thorax_scale(real_fullres, tmp_path, capsys):
+def centre_brightness_model(weights, activation=None):
+    """A "model" whose outputs follow how bright its input's centre is (magnifying the centre changes that), built
+    from stock layers: one output per entry of `weights`."""
     import keras
 
+    model = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Cropping2D(24), keras.layers.Rescaling(1 / 255),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(weights), activation)])
+    model.layers[-1].set_weights([np.array([weights], dtype="float32"), np.zeros(len(weights))])
+    return model
+
+
+@pytest.mark.real_data
+def test_predict_gives_each_model_its_own_thorax_scale(real_fullres, tmp_path, capsys):
     from pneumonia_cxr import predict
     from pneumonia_cxr.data import load_image
     from pneumonia_cxr.train import save_model
 
-    # a "model" that reports how bright its input's centre is (magnifying the centre changes that), from stock layers
-    model = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Cropping2D(24), keras.layers.Rescaling(1 / 255),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
-    model.layers[-1].set_weights([np.ones((1, 1)), np.zeros(1)])
+    model = centre_brightness_model([1.0])
     files = [str(f) for f in sorted((real_fullres / "train" / "NORMAL").glob("*.jpeg"))[:8]]
     images = np.stack([load_image(f, 64) for f in files])
     normalised = normalise_thorax_scale(images, 0.42)
@@ -115,9 +121,7 @@ def test_predict_applies_the_models_thorax_scale(real_fullres, tmp_path, capsys)
 
     # a ternary model saved without a thorax width (notebook 05's) gets the images as decoded, beside a binary one
     # that gets them scaled: each model's own .json decides
-    ternary = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Cropping2D(24), keras.layers.Rescaling(1 / 255),
-                                keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
-    ternary.layers[-1].set_weights([np.array([[4.0, 0.0, -4.0]]), np.zeros(3)])
+    ternary = centre_brightness_model([4.0, 0.0, -4.0], "softmax")
     t_path = tmp_path / "ternary.keras"
     save_model(ternary, t_path, image_size=64, resize="squash", thorax_width=None, task="ternary",
                classes=["normal", "bacteria", "virus"])
