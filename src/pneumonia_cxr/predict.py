@@ -4,7 +4,9 @@
         [--ternary-model models/ternary.keras] [--json] [--gradcam OUT.png]
 
 The model's metadata (image size, resize mode, thorax scale, validation-chosen threshold) travels beside it, so the
-image is preprocessed exactly as in training. Research code, not a medical device.
+image is preprocessed exactly as in training. The ternary probabilities are the ones the project reports
+(`ternary_with_ensemble`, notebook 07): P(normal) is the mean of the ternary model's and 1 − the binary model's
+P(pneumonia), and the ternary model splits the rest between bacterial and viral. Research code, not a medical device.
 Exit codes: 0 ok, 2 bad model, 3 an image could not be read (the others are still reported).
 """
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+")
     parser.add_argument("--model", required=True, help="binary .keras model saved by the notebooks")
-    parser.add_argument("--ternary-model", help="optional normal/bacterial/viral .keras model")
+    parser.add_argument("--ternary-model", help="optional normal/bacterial/viral .keras model (combined with --model)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--gradcam", help="write a Grad-CAM overlay PNG (IMAGE name appended when several)")
     args = parser.parse_args(argv)
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .data.cache import ImageDecodeError, load_image
     from .data.thorax import normalise_thorax_scale
+    from .ternary import with_binary_normal
     from .train import ModelFileError, load_model
 
     def preprocess(path, meta):
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if ternary:
             t_model, t_meta = ternary
             t_img = preprocess(path, t_meta)
-            probs = t_model.predict(t_img[None, ..., None].astype("float32"), verbose=0)[0]
+            probs = with_binary_normal(t_model.predict(t_img[None, ..., None].astype("float32"), verbose=0), [p])[0]
             row["ternary"] = {c: round(float(v), 4) for c, v in zip(t_meta["classes"], probs)}
         if args.gradcam:
             row["gradcam"] = _write_gradcam(model, image, row, args.gradcam, len(args.images) > 1)

@@ -1,0 +1,63 @@
+"""The ternary decision with a binary model's say on normal vs pneumonia, and how it holds under acquisition shifts.
+
+The ternary model (notebook 05) is good at normal vs pneumonia on images like its training folder, but a
+magnified thorax makes it call a fifth to a third of the normals pneumonia; the binary ensemble (notebook 07) was built for
+such shifts. `with_binary_normal` lets both speak on normal vs pneumonia and leaves bacterial vs viral to the
+ternary model. Notebook 07 shows the evidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import sklearn.metrics as skm
+
+# The official test split's classes (Kermany et al. 2018: 234 normal, 242 bacterial, 148 viral of 624 images):
+# validation accuracy reweighted to it, as the binary robustness table does with its 62.5% prevalence.
+OFFICIAL_TEST_MIX = (234 / 624, 242 / 624, 148 / 624)
+
+
+def with_binary_normal(probs, p_pneumonia) -> np.ndarray:
+    """Ternary probabilities (normal, bacterial, viral) whose P(normal) is the mean of the ternary model's and
+    1 − the binary model's P(pneumonia); the rest is split between bacterial and viral as the ternary model
+    splits its own pneumonia probability."""
+    probs, p = np.asarray(probs, dtype="float64"), np.asarray(p_pneumonia, dtype="float64").reshape(-1)
+    if probs.ndim != 2 or probs.shape[1] != 3 or len(probs) != len(p):
+        raise ValueError(f"need (n, 3) ternary probabilities and n binary ones, got {probs.shape} and {p.shape}")
+    if not (np.isfinite(probs).all() and np.isfinite(p).all() and probs.min() >= 0 and 0 <= p.min() <= p.max() <= 1):
+        raise ValueError("probabilities must be finite and in [0, 1]")
+    normal = (probs[:, 0] + 1 - p) / 2
+    viral_share = probs[:, 2] / np.clip(probs[:, 1] + probs[:, 2], 1e-12, None)
+    return np.column_stack([normal, (1 - normal) * (1 - viral_share), (1 - normal) * viral_share])
+
+
+def accuracy_at_mix(y_true, probs, mix=OFFICIAL_TEST_MIX) -> float:
+    """Accuracy if the classes came in the proportions `mix`: the per-class recalls weighted by it."""
+    y_true, pred = np.asarray(y_true), np.asarray(probs).argmax(1)
+    return float(sum(w * (pred[y_true == k] == k).mean() for k, w in enumerate(mix)))
+
+
+def shift_table(probs_by_shift: dict[str, np.ndarray], y_true) -> pd.DataFrame:
+    """One row per acquisition shift: accuracy, accuracy at the official test's class mix, macro one-vs-rest AUC
+    and the recall of each class."""
+    y_true = np.asarray(y_true)
+    rows = []
+    for shift, probs in probs_by_shift.items():
+        pred = np.asarray(probs).argmax(1)
+        rows.append({"shift": shift, "accuracy": skm.accuracy_score(y_true, pred),
+                     "accuracy at test mix": accuracy_at_mix(y_true, probs),
+                     "macro AUC": skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
+                                                    labels=[0, 1, 2]),
+                     **{f"{c} recall": (pred[y_true == k] == k).mean()
+                        for k, c in enumerate(("normal", "bacterial", "viral"))}})
+    return pd.DataFrame(rows)
+
+
+def shift_summary(table: pd.DataFrame) -> dict:
+    """A `shift_table` in a few numbers: means over the shifts and the worst case of the ones that matter."""
+    return {"mean accuracy": float(table["accuracy"].mean()),
+            "mean accuracy at test mix": float(table["accuracy at test mix"].mean()),
+            "worst accuracy at test mix": float(table["accuracy at test mix"].min()),
+            "mean normal recall": float(table["normal recall"].mean()),
+            "worst normal recall": float(table["normal recall"].min()),
+            "mean macro AUC": float(table["macro AUC"].mean())}
