@@ -24,6 +24,8 @@ def test_with_binary_normal_rejects_mismatched_or_impossible_input():
         with_binary_normal(probs[:, :2], [0.5, 0.5])
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         with_binary_normal(probs, [0.5, 1.5])
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        with_binary_normal(probs * 4, [0.5, 0.5])
     with pytest.raises(ValueError, match="finite"):
         with_binary_normal(probs, [0.5, np.nan])
 

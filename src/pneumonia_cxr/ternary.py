@@ -24,7 +24,8 @@ def with_binary_normal(probs, p_pneumonia) -> np.ndarray:
     probs, p = np.asarray(probs, dtype="float64"), np.asarray(p_pneumonia, dtype="float64").reshape(-1)
     if probs.ndim != 2 or probs.shape[1] != 3 or len(probs) != len(p):
         raise ValueError(f"need (n, 3) ternary probabilities and n binary ones, got {probs.shape} and {p.shape}")
-    if not (np.isfinite(probs).all() and np.isfinite(p).all() and probs.min() >= 0 and 0 <= p.min() <= p.max() <= 1):
+    if not (np.isfinite(probs).all() and np.isfinite(p).all()
+            and 0 <= probs.min() <= probs.max() <= 1 and 0 <= p.min() <= p.max() <= 1):
         raise ValueError("probabilities must be finite and in [0, 1]")
     normal = (probs[:, 0] + 1 - p) / 2
     viral_share = probs[:, 2] / np.clip(probs[:, 1] + probs[:, 2], 1e-12, None)
@@ -54,7 +55,8 @@ def shift_table(probs_by_shift: dict[str, np.ndarray], y_true) -> pd.DataFrame:
 
 
 def shift_summary(table: pd.DataFrame) -> dict:
-    """A `shift_table` in a few numbers: means over the shifts and the worst case of the ones that matter."""
+    """A `shift_table` in a few numbers: means over the shifts, and the worst accuracy at the test mix and normal
+    recall under any of them."""
     return {"mean accuracy": float(table["accuracy"].mean()),
             "mean accuracy at test mix": float(table["accuracy at test mix"].mean()),
             "worst accuracy at test mix": float(table["accuracy at test mix"].min()),
