@@ -1,8 +1,8 @@
 """The ternary decision with a binary model's say on normal vs pneumonia, and how it holds under acquisition shifts.
 
 The ternary model (notebook 05) is good at normal vs pneumonia on images like its training folder, but a
-magnified thorax makes it call a fifth to a third of the normals pneumonia; the binary ensemble (notebook 07) was built for
-such shifts. `with_binary_normal` lets both speak on normal vs pneumonia and leaves bacterial vs viral to the
+magnified thorax makes it call a fifth to a third of the normals pneumonia; the binary ensemble (notebook 07) was
+built for such shifts. `with_binary_normal` lets both speak on normal vs pneumonia and leaves bacterial vs viral to the
 ternary model. Notebook 07 shows the evidence.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import sklearn.metrics as skm
+
+from .evaluate import ternary_metrics
 
 # The official test split's classes (Kermany et al. 2018: 234 normal, 242 bacterial, 148 viral of 624 images):
 # validation accuracy reweighted to it, as the binary robustness table does with its 62.5% prevalence.
@@ -32,25 +33,16 @@ def with_binary_normal(probs, p_pneumonia) -> np.ndarray:
     return np.column_stack([normal, (1 - normal) * (1 - viral_share), (1 - normal) * viral_share])
 
 
-def accuracy_at_mix(y_true, probs, mix=OFFICIAL_TEST_MIX) -> float:
-    """Accuracy if the classes came in the proportions `mix`: the per-class recalls weighted by it."""
-    y_true, pred = np.asarray(y_true), np.asarray(probs).argmax(1)
-    return float(sum(w * (pred[y_true == k] == k).mean() for k, w in enumerate(mix)))
-
-
-def shift_table(probs_by_shift: dict[str, np.ndarray], y_true) -> pd.DataFrame:
-    """One row per acquisition shift: accuracy, accuracy at the official test's class mix, macro one-vs-rest AUC
-    and the recall of each class."""
-    y_true = np.asarray(y_true)
+def shift_table(probs_by_shift: dict[str, np.ndarray], y_true, mix=OFFICIAL_TEST_MIX) -> pd.DataFrame:
+    """One row per acquisition shift: accuracy, accuracy if the classes came in the proportions `mix` (the
+    per-class recalls weighted by it), macro one-vs-rest AUC and the recall of each class."""
     rows = []
     for shift, probs in probs_by_shift.items():
-        pred = np.asarray(probs).argmax(1)
-        rows.append({"shift": shift, "accuracy": skm.accuracy_score(y_true, pred),
-                     "accuracy at test mix": accuracy_at_mix(y_true, probs),
-                     "macro AUC": skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
-                                                    labels=[0, 1, 2]),
-                     **{f"{c} recall": (pred[y_true == k] == k).mean()
-                        for k, c in enumerate(("normal", "bacterial", "viral"))}})
+        m = ternary_metrics(y_true, probs)
+        recall = [m["per_class"][c]["recall"] for c in ("normal", "bacteria", "virus")]
+        rows.append({"shift": shift, "accuracy": m["accuracy"], "accuracy at test mix": float(np.dot(mix, recall)),
+                     "macro AUC": m["macro_ovr_auc"],
+                     **{f"{c} recall": r for c, r in zip(("normal", "bacterial", "viral"), recall)}})
     return pd.DataFrame(rows)
 
 
