@@ -110,3 +110,28 @@ def test_threshold_sentence_reads_the_chosen_models_rows(tmp_path):
     assert f"below 0.95 in {first['share below 0.95']:.0%} of resamples" in line
     assert "at a target of 0.97: below 0.95 in" in line and line.count("[") == 1
     assert report.threshold_sentence(table, "absent") == ""
+
+
+def test_ternary_shift_sentence_reads_both_splits_robustness_files(tmp_path):
+    import pandas as pd
+
+    from pneumonia_cxr.ternary import shift_summary, shift_table
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 90)
+
+    def table(noise):  # a model that knows the class, blurred by `noise`, under two "shifts"
+        probs = {s: np.eye(3)[y] + noise * k * rng.random((90, 3)) for k, s in enumerate(("none", "worse"), 1)}
+        return shift_table({s: p / p.sum(1, keepdims=True) for s, p in probs.items()}, y)
+
+    assert report.ternary_shift_sentence(tmp_path) == ""
+    tables = {"ternary_val_robustness.csv": {"ternary": table(0.5), "combined": table(1.0)},
+              "ternary_robustness.csv": {"ternary": table(2.0), "combined": table(4.0)}}
+    for name, t in tables.items():
+        pd.concat(t, names=["model"]).reset_index(level=0).to_csv(tmp_path / name, index=False)
+    line = report.ternary_shift_sentence(tmp_path)
+    assert "Under the 2 acquisition shifts" in line
+    for split, name in (("validation", "ternary_val_robustness.csv"), ("test", "ternary_robustness.csv")):
+        s = shift_summary(tables[name]["combined"])
+        assert (f"combined {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
+                f"{s['worst normal recall']:.3f}") in line.split(f"on {split} ")[1].split(";")[0]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, ternary_table
+from .ternary import shift_summary
 from .train import read_json
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
@@ -60,6 +61,27 @@ def threshold_sentence(table: pd.DataFrame, model: str) -> str:
         line += (f"; at a target of {join(stricter['validation target'], 'g')}: below {floor} in "
                  f"{join(stricter[below], '.0%')}, specificity {join(stricter['specificity'], '.3f')}")
     return line + "."
+
+
+def ternary_shift_sentence(metrics_dir: str | Path) -> str:
+    """The two ternary decisions under the acquisition shifts, on validation (where the decision was chosen) and on
+    test (reported only), in one line: accuracy at the official test's class mix on average and at the worst shift,
+    and the worst normal recall."""
+    parts, shifts = [], set()
+    for split, suffix in (("validation", "_val"), ("test", "")):
+        path = Path(metrics_dir) / f"ternary{suffix}_robustness.csv"
+        if path.exists():
+            table = pd.read_csv(path)
+            shifts |= set(table["shift"])
+            parts.append(f"on {split} " + ", ".join(
+                f"{m} {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
+                f"{s['worst normal recall']:.3f}" for m, s in
+                ((m, shift_summary(t)) for m, t in table.groupby("model", sort=False))))
+    if not parts:
+        return ""
+    return (f"\nUnder the {len(shifts)} acquisition shifts (`reports/metrics/ternary_val_robustness.csv`, "
+            "`ternary_robustness.csv`), accuracy at the official test's class mix on average / "
+            f"at the worst shift, and the worst normal recall: {'; '.join(parts)}.")
 
 
 def seed_sentences(reports_dir: str | Path, chosen: str) -> list[str]:
@@ -106,6 +128,7 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines.extend(seed_sentences(reports_dir, chosen))
     lines.append("\nNormal / bacterial / viral:\n")
     lines.append(markdown_table(ternary_table(metrics)))
+    lines.append(ternary_shift_sentence(metrics_dir))
     if run.get("wall_seconds"):
         lines.append(f"\nRun: {run['wall_seconds'] / 60:.1f} min on {run.get('cpu_count')} CPU cores, "
                      f"peak memory {run.get('peak_memory_mb', 0):.0f} MB (`reports/metrics/run.json`).")
@@ -123,6 +146,16 @@ INSTALL_HINT = ("no headless Chromium found for the PDF export; install it with 
                 "then run `python -m pneumonia_cxr.report --pdf`")
 
 
+# On paper a wide table cannot scroll: its outputs' scroll boxes would cut it at the page edge, so tables print
+# smaller and tighter and every output shows in full.
+PRINT_CSS = ("@page { size: A4; margin: 14mm; } body { font-size: 11px; }"
+             " img { max-width: 100% !important; page-break-inside: avoid; }"
+             " .jp-OutputArea-output { overflow: visible !important; }"
+             " .jp-OutputArea-output table { font-size: 8.5px !important; }"
+             " .jp-OutputArea-output td, .jp-OutputArea-output th { padding: 0.2em 0.4em !important; }"
+             " tr { page-break-inside: avoid; }")
+
+
 def find_browser() -> str | None:
     return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
 
@@ -137,8 +170,7 @@ def export_pdf(notebook: str | Path = "final_notebook.ipynb", pdf: str | Path = 
         return None
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = exporter.from_filename(str(notebook))
-    html = html.replace("</head>", "<style>@page { size: A4; margin: 14mm; } body { font-size: 11px; }"
-                        " img { max-width: 100% !important; page-break-inside: avoid; }</style></head>", 1)
+    html = html.replace("</head>", f"<style>{PRINT_CSS}</style></head>", 1)
     pdf = Path(pdf)
     pdf.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
