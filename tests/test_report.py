@@ -41,6 +41,7 @@ def test_pdf_report_has_title_table_figures_and_metrics(tmp_path):
     assert "git commit" in text and "Kermany" in text  # title block and the comparison table
     for key in ("sensitivity", "specificity", "roc_auc"):
         assert f"{best['test'][key]:.3f}" in text, key
+    assert "npv@62.5%" in text, "the robustness table's last column was cut off at the page edge"
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "page")], check=True)
     pages = sorted(tmp_path.glob("page*.png"))
     assert len(pages) >= 4

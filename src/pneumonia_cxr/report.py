@@ -153,6 +153,7 @@ PRINT_CSS = ("@page { size: A4; margin: 14mm; } body { font-size: 11px; }"
              " .jp-OutputArea-output { overflow: visible !important; }"
              " .jp-OutputArea-output table { font-size: 8.5px !important; }"
              " .jp-OutputArea-output td, .jp-OutputArea-output th { padding: 0.2em 0.4em !important; }"
+             " .jp-OutputArea-output pre { font-size: 9px; }"
              " tr { page-break-inside: avoid; }")
 
 
