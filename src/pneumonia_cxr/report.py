@@ -73,10 +73,10 @@ def ternary_shift_sentence(metrics_dir: str | Path) -> str:
         if path.exists():
             table = pd.read_csv(path)
             shifts |= set(table["shift"])
+            summary = {m: shift_summary(t) for m, t in table.groupby("model", sort=False)}
             parts.append(f"on {split} " + ", ".join(
                 f"{m} {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
-                f"{s['worst normal recall']:.3f}" for m, s in
-                ((m, shift_summary(t)) for m, t in table.groupby("model", sort=False))))
+                f"{s['worst normal recall']:.3f}" for m, s in summary.items()))
     if not parts:
         return ""
     return (f"\nUnder the {len(shifts)} acquisition shifts (`reports/metrics/ternary_val_robustness.csv`, "
