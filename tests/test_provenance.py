@@ -100,21 +100,21 @@ def test_the_real_notebooks_load_what_they_use():
     assert "tuning.py" not in loaded("notebooks/03_scratch_cnn.ipynb")
 
 
-def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_counts_and_timing(tmp_path):
+def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_timing(tmp_path):
     import nbformat
 
     from pneumonia_cxr.runner import clean_notebook
 
-    def executed(random_id, count, seconds):  # papermill gives the cell it injects a new random id on every run
+    def executed(random_id, seconds):  # papermill gives the cell it injects a new random id on every run
         cell = nbformat.v4.new_code_cell("seed = 7", metadata={"tags": ["injected-parameters"]}, id=random_id)
-        shown = nbformat.v4.new_code_cell("x = 1", id="kept", execution_count=count, outputs=[
-            nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=count)])
+        shown = nbformat.v4.new_code_cell("x = 1", id="kept", execution_count=1, outputs=[
+            nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)])
         book = nbformat.v4.new_notebook(cells=[shown, cell], metadata={"papermill": {"duration": seconds}})
         path = tmp_path / f"{random_id}.ipynb"
         nbformat.write(book, str(path))
         clean_notebook(path)
         return path.read_text()
 
-    first = executed("c22cada8", 3, 1.5)
-    assert first == executed("62775f5a", 9, 2.5) and '"id": "kept"' in first and '"execute_result"' in first
-    assert '"execution_count": null' in first and "duration" not in first
+    first = executed("c22cada8", 1.5)
+    assert first == executed("62775f5a", 2.5) and '"id": "kept"' in first and '"execute_result"' in first
+    assert '"execution_count": 1' in first and "duration" not in first  # nbval needs the count of a cell that ran

@@ -65,9 +65,9 @@ def _smaller_png(b64: str) -> str:
 
 
 def clean_notebook(path: str | Path) -> None:
-    """nbdev-style tidy: drop TF's C++ start-up chatter, execution counts and timing metadata (run.json keeps each
-    notebook's seconds); shrink figures; give the cell papermill injects a fixed id instead of a random one (a re-run
-    then changes only what the run changed)."""
+    """nbdev-style tidy: drop TF's C++ start-up chatter and timing metadata (run.json keeps each notebook's seconds);
+    shrink figures; give the cell papermill injects a fixed id instead of a random one (a re-run then changes only
+    what the run changed). Execution counts stay: nbval takes a cell with outputs and no count for an unrun one."""
     book = nbformat.read(str(path), as_version=4)
     for cell in book.cells:
         cell.metadata.pop("execution", None)
@@ -76,11 +76,8 @@ def clean_notebook(path: str | Path) -> None:
             cell.id = "injected-parameters"
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
         kept = []
         for out in cell.outputs:
-            if "execution_count" in out:
-                out.execution_count = None
             if out.output_type == "stream" and out.name == "stderr":
                 out.text = "".join(line for line in out.text.splitlines(True) if not line.startswith(_NOISE))
                 if not out.text.strip():
