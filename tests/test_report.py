@@ -116,7 +116,7 @@ def test_threshold_sentence_reads_the_chosen_models_rows(tmp_path):
 def test_ternary_shift_sentence_reads_both_splits_robustness_files(tmp_path):
     import pandas as pd
 
-    from pneumonia_cxr.ternary import shift_summary, shift_table
+    from pneumonia_cxr.ternary import shift_table, ternary_shift_summary
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 90)
@@ -133,6 +133,6 @@ def test_ternary_shift_sentence_reads_both_splits_robustness_files(tmp_path):
     line = report.ternary_shift_sentence(tmp_path)
     assert "Under the 2 acquisition shifts" in line
     for split, name in (("validation", "ternary_val_robustness.csv"), ("test", "ternary_robustness.csv")):
-        s = shift_summary(tables[name]["combined"])
+        s = ternary_shift_summary(tables[name]["combined"])
         assert (f"combined {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
                 f"{s['worst normal recall']:.3f}") in line.split(f"on {split} ")[1].split(";")[0]

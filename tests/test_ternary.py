@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from pneumonia_cxr.ternary import OFFICIAL_TEST_MIX, shift_summary, shift_table, with_binary_normal
+from pneumonia_cxr.ternary import (OFFICIAL_TEST_MIX, decision_shift_table, shift_table, summary_by_model,
+                                   ternary_shift_summary, with_binary_normal)
 
 
 def test_with_binary_normal_averages_normal_and_keeps_the_subtype_split():
@@ -48,6 +49,29 @@ def test_shift_table_and_summary():
     table = shift_table({"none": good, "blur": worse}, y)
     assert list(table["shift"]) == ["none", "blur"]
     assert table.loc[0, "accuracy"] == 1.0 and table.loc[0, "normal recall"] == 1.0
-    summary = shift_summary(table)
+    summary = ternary_shift_summary(table)
     assert summary["worst accuracy at test mix"] == pytest.approx(table.loc[1, "accuracy at test mix"])
     assert summary["mean accuracy"] == pytest.approx(table["accuracy"].mean())
+
+
+def test_decision_shift_table_puts_both_decisions_under_the_same_shifts():
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1, 2], 20)
+    T = {"none": np.eye(3)[y] * 0.6 + 0.4 / 3, "blur": rng.dirichlet(np.ones(3), size=60)}
+    binary = {"none": np.where(y > 0, 0.9, 0.1), "blur": np.where(y > 0, 0.8, 0.05)}  # a binary model that knows
+    table = decision_shift_table(T, binary, y)
+    assert list(table["model"]) == ["ternary"] * 2 + ["ternary_with_ensemble"] * 2
+    assert list(table["shift"]) == ["none", "blur"] * 2 and list(table.index) == [0, 1, 2, 3]
+    alone, combined = (table[table["model"] == m].drop(columns="model").reset_index(drop=True)
+                       for m in ("ternary", "ternary_with_ensemble"))
+    assert alone.equals(shift_table(T, y))
+    expected = shift_table({s: with_binary_normal(T[s], binary[s]) for s in T}, y)
+    assert np.allclose(combined.drop(columns="shift"), expected.drop(columns="shift"))
+    assert combined.loc[1, "normal recall"] > alone.loc[1, "normal recall"]  # the binary model's say helps here
+    summary = summary_by_model(table)
+    assert list(summary.columns) == ["ternary", "ternary_with_ensemble"]
+    assert summary["ternary_with_ensemble"].to_dict() == pytest.approx(ternary_shift_summary(expected))
+    assert list(decision_shift_table(T, binary, y, binary_name="cnn")["model"].unique()) == ["ternary",
+                                                                                            "ternary_with_cnn"]
+    with pytest.raises(KeyError):  # a shift the binary model was not run on
+        decision_shift_table({**T, "gamma": T["none"]}, binary, y)

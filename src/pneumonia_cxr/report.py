@@ -22,7 +22,7 @@ import pandas as pd
 
 from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, ternary_table
-from .ternary import shift_summary
+from .ternary import summary_by_model
 from .train import read_json
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
@@ -73,7 +73,7 @@ def ternary_shift_sentence(metrics_dir: str | Path) -> str:
         if path.exists():
             table = pd.read_csv(path)
             shifts |= set(table["shift"])
-            summary = {m: shift_summary(t) for m, t in table.groupby("model", sort=False)}
+            summary = summary_by_model(table)
             parts.append(f"on {split} " + ", ".join(
                 f"{m} {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
                 f"{s['worst normal recall']:.3f}" for m, s in summary.items()))

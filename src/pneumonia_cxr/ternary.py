@@ -46,12 +46,29 @@ def shift_table(probs_by_shift: dict[str, np.ndarray], y_true, mix=OFFICIAL_TEST
     return pd.DataFrame(rows)
 
 
-def shift_summary(table: pd.DataFrame) -> dict:
+def ternary_shift_summary(table: pd.DataFrame) -> dict:
     """A `shift_table` in a few numbers: means over the shifts, and the worst accuracy at the test mix and normal
-    recall under any of them."""
+    recall under any of them. (`evaluate.shift_summary` is the binary counterpart.)"""
     return {"mean accuracy": float(table["accuracy"].mean()),
             "mean accuracy at test mix": float(table["accuracy at test mix"].mean()),
             "worst accuracy at test mix": float(table["accuracy at test mix"].min()),
             "mean normal recall": float(table["normal recall"].mean()),
             "worst normal recall": float(table["normal recall"].min()),
             "mean macro AUC": float(table["macro AUC"].mean())}
+
+
+def decision_shift_table(ternary_by_shift: dict[str, np.ndarray], p_pneumonia_by_shift, y_true,
+                         binary_name: str = "ensemble") -> pd.DataFrame:
+    """Both ternary decisions under every shift, in one long table (a `model` column, then `shift_table`'s): the
+    ternary model alone, and `with_binary_normal` given the binary model's P(pneumonia) on the same shifted images
+    (`p_pneumonia_by_shift[shift]`)."""
+    combined = {s: with_binary_normal(T, p_pneumonia_by_shift[s]) for s, T in ternary_by_shift.items()}
+    tables = {"ternary": shift_table(ternary_by_shift, y_true),
+              f"ternary_with_{binary_name}": shift_table(combined, y_true)}
+    return pd.concat(tables, names=["model"]).reset_index(level=0).reset_index(drop=True)
+
+
+def summary_by_model(table: pd.DataFrame) -> pd.DataFrame:
+    """A `decision_shift_table` (or its CSV) in a few numbers: one column per model, `ternary_shift_summary`'s
+    rows, models in the table's order."""
+    return pd.DataFrame({m: ternary_shift_summary(t) for m, t in table.groupby("model", sort=False)})
