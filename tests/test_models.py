@@ -139,3 +139,25 @@ def test_ensemble_of_two_sizes_averages_and_reloads(tmp_path, saved):
     again, meta = load_model(path)
     np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-5)
     assert meta["members"] == ["cnn", "other_cnn"]
+
+
+def test_grad_cam_of_an_ensemble_is_the_mean_of_its_members_heat_maps(saved):
+    import keras
+    import tensorflow as tf
+
+    from pneumonia_cxr.explain import ensemble_members, grad_cam
+
+    small = saved[0]  # 32 px, resized inside the ensemble
+    other = compile_model(build_scratch_cnn(48, (4,), name="other_cam"), 1e-3)
+    ensemble = build_ensemble([small, other], 48)
+    assert ensemble_members(small) == []
+    assert [(r is None, m.name) for r, m in ensemble_members(ensemble)] == [(False, small.name), (True, "other_cam")]
+    image = np.random.default_rng(3).integers(0, 255, (48, 48)).astype("uint8")
+    batch = image[None, ..., None].astype("float32")
+    cam, out = grad_cam(ensemble, image, class_index=1)
+    assert cam.shape == (48, 48) and 0 <= cam.min() and cam.max() <= 1 + 1e-6
+    np.testing.assert_allclose(out, ensemble.predict(batch, verbose=0)[0], atol=1e-5)
+    as_small_sees_it = keras.layers.Resizing(32, 32, antialias=True)(batch).numpy()[0, ..., 0]
+    own = tf.image.resize(grad_cam(small, as_small_sees_it, 1)[0][..., None], (48, 48))[..., 0].numpy()
+    mean = (own + grad_cam(other, image, 1)[0]) / 2
+    np.testing.assert_allclose(cam, mean / (mean.max() + 1e-8), atol=1e-5)

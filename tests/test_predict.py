@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pneumonia_cxr import predict
-from pneumonia_cxr.models import build_scratch_cnn
-from pneumonia_cxr.train import compile_model, save_model
+from pneumonia_cxr.models import build_ensemble, build_scratch_cnn
+from pneumonia_cxr.train import compile_model, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,21 @@ def test_predict_original_resolution_rgb_and_gray(model_path, real_fullres, tmp_
     for r in rows:
         assert 0 <= r["p_pneumonia"] <= 1 and r["decision"] == ("PNEUMONIA" if r["p_pneumonia"] >= 0.5 else "NORMAL")
         assert Image.open(r["gradcam"]).size[0] > 100
+
+
+@pytest.mark.real_data
+def test_predict_explains_an_ensemble_at_its_threshold(model_path, real_fullres, tmp_path, capsys):
+    from PIL import Image
+
+    cnn, _ = load_model(model_path)
+    other = compile_model(build_scratch_cnn(32, (8,), name="small_cnn"), 3e-3)  # another size, as notebook 07's
+    path = save_model(build_ensemble([cnn, other], 48), tmp_path / "ensemble.keras", image_size=48, resize="squash",
+                      task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.3, members=[cnn.name, "small_cnn"])
+    image = str(sorted((real_fullres / "train").rglob("*.jpeg"))[0])
+    assert predict.main([image, "--model", str(path), "--json", "--gradcam", str(tmp_path / "cam.png")]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["decision"] == ("PNEUMONIA" if row["p_pneumonia"] >= 0.3 else "NORMAL")
+    assert Image.open(row["gradcam"]).size[0] > 100
 
 
 @pytest.mark.real_data

@@ -13,12 +13,39 @@ def last_conv_index(model) -> int:
     raise ValueError(f"{model.name}: no layer with a spatial output, Grad-CAM needs a CNN")
 
 
+def ensemble_members(model) -> list:
+    """(resizing layer or None, member) for each member of a `models.build_ensemble` model, which averages its
+    members' probabilities; [] for any other model."""
+    import keras
+
+    if not isinstance(model.layers[-1], keras.layers.Average):
+        return []
+    names = {layer.name for layer in model.layers}
+    return [(model.get_layer(f"to_{layer.name}") if f"to_{layer.name}" in names else None, layer)
+            for layer in model.layers if isinstance(layer, keras.Model)]
+
+
 def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Heat map in [0, 1] at the image's size, and the model's output for the image.
 
-    `class_index` None explains the predicted class (for a sigmoid model: pneumonia if p >= 0.5).
+    `class_index` None explains the predicted class (for a sigmoid model: pneumonia if p >= 0.5). An ensemble
+    (`models.build_ensemble`) gets the mean of its members' heat maps, each member explaining the same class on
+    the input as the ensemble resizes it for that member.
     """
     import tensorflow as tf
+
+    if members := ensemble_members(model):
+        x = tf.convert_to_tensor(image.reshape(1, *image.shape[:2], 1), tf.float32)
+        out = model(x, training=False).numpy()[0]
+        if class_index is None:
+            class_index = int(out[0] >= 0.5) if out.shape[-1] == 1 else int(np.argmax(out))
+        cams = []
+        for resize, member in members:
+            member_input = x if resize is None else resize(x)
+            cam, _ = grad_cam(member, member_input.numpy()[0, ..., 0], class_index)
+            cams.append(tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0].numpy())
+        cam = np.mean(cams, axis=0)
+        return cam / (cam.max() + 1e-8), out
 
     target = last_conv_index(model)
     x = tf.convert_to_tensor(image.reshape(1, *image.shape[:2], 1), tf.float32)

@@ -1,12 +1,13 @@
 """Predict and explain new chest X-rays with a saved model:
 
-    python -m pneumonia_cxr.predict IMAGE [IMAGE ...] --model models/transfer.keras
+    python -m pneumonia_cxr.predict IMAGE [IMAGE ...] --model models/ensemble.keras
         [--ternary-model models/ternary.keras] [--json] [--gradcam OUT.png]
 
 The model's metadata (image size, resize mode, thorax scale, validation-chosen threshold) travels beside it, so the
 image is preprocessed exactly as in training. The ternary probabilities are the ones the project reports
 (`ternary_with_ensemble`, notebook 07): P(normal) is the mean of the ternary model's and 1 − the binary model's
-P(pneumonia), and the ternary model splits the rest between bacterial and viral. Research code, not a medical device.
+P(pneumonia), and the ternary model splits the rest between bacterial and viral. The Grad-CAM overlay explains the
+decision made at the threshold (for an ensemble: the mean of its members' heat maps). Research code, not a medical device.
 Exit codes: 0 ok, 2 bad model, 3 an image could not be read (the others are still reported).
 """
 
@@ -88,7 +89,7 @@ def _write_gradcam(model, image, row, out: str, several: bool) -> str:
 
     from .explain import grad_cam
 
-    cam, _ = grad_cam(model, image)
+    cam, _ = grad_cam(model, image, class_index=int(row["decision"] == "PNEUMONIA"))  # the decision at the threshold
     path = Path(out)
     if several:
         path = path.with_name(f"{path.stem}_{Path(row['image']).stem}{path.suffix}")
