@@ -105,16 +105,23 @@ def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_timing(tmp_
 
     from pneumonia_cxr.runner import clean_notebook
 
-    def executed(random_id, seconds):  # papermill gives the cell it injects a new random id on every run
+    def executed(random_id, seconds, address):  # papermill gives the cell it injects a new random id on every run
         cell = nbformat.v4.new_code_cell("seed = 7", metadata={"tags": ["injected-parameters"]}, id=random_id)
         shown = nbformat.v4.new_code_cell("x = 1", id="kept", execution_count=1, outputs=[
             nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)])
-        book = nbformat.v4.new_notebook(cells=[shown, cell], metadata={"papermill": {"duration": seconds}})
+        styled = nbformat.v4.new_code_cell("table.style", id="styled", execution_count=2, outputs=[
+            nbformat.v4.new_output("execute_result", {"text/html": "<table></table>",
+                                                      "text/plain": f"<pandas.io.formats.style.Styler at {address}>"},
+                                   execution_count=2),
+            nbformat.v4.new_output("display_data", {"text/plain": f"<Figure at {address}>"})])  # nothing richer
+        book = nbformat.v4.new_notebook(cells=[shown, styled, cell], metadata={"papermill": {"duration": seconds}})
         path = tmp_path / f"{random_id}.ipynb"
         nbformat.write(book, str(path))
         clean_notebook(path)
         return path.read_text()
 
-    first = executed("c22cada8", 1.5)
-    assert first == executed("62775f5a", 2.5) and '"id": "kept"' in first and '"execute_result"' in first
+    first = executed("c22cada8", 1.5, "0x7f73f0623210")
+    assert '"<table></table>"' in first and "Styler at" not in first and "<Figure at 0x7f73f0623210>" in first
+    first = first.replace("0x7f73f0623210", "0x7f66de49b0d0")  # kept where it is the only output
+    assert first == executed("62775f5a", 2.5, "0x7f66de49b0d0") and '"id": "kept"' in first and '"execute_result"' in first
     assert '"execution_count": 1' in first and "duration" not in first  # nbval needs the count of a cell that ran

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import sys
 import time
@@ -49,6 +50,7 @@ def parameters(args) -> dict:
 
 
 _NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ", "To enable the following instructions")
+_OBJECT_REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")  # e.g. "<pandas.io.formats.style.Styler at 0x7f...>"
 
 
 def _smaller_png(b64: str) -> str:
@@ -66,8 +68,8 @@ def _smaller_png(b64: str) -> str:
 
 def clean_notebook(path: str | Path) -> None:
     """nbdev-style tidy: drop TF's C++ start-up chatter and timing metadata (run.json keeps each notebook's seconds);
-    shrink figures; give the cell papermill injects a fixed id instead of a random one (a re-run then changes only
-    what the run changed). Execution counts stay: nbval takes a cell with outputs and no count for an unrun one."""
+    shrink figures; drop a plain-text "<object at 0x...>" beside a richer output; give the cell papermill injects a
+    fixed id instead of a random one (a re-run then changes only what the run changed). Execution counts stay: nbval takes a cell with outputs and no count for an unrun one."""
     book = nbformat.read(str(path), as_version=4)
     for cell in book.cells:
         cell.metadata.pop("execution", None)
@@ -84,6 +86,8 @@ def clean_notebook(path: str | Path) -> None:
                     continue
             if "image/png" in out.get("data", {}):
                 out.data["image/png"] = _smaller_png(out.data["image/png"])
+            if len(out.get("data", {})) > 1 and _OBJECT_REPR.fullmatch(str(out.data.get("text/plain", "")).strip()):
+                del out.data["text/plain"]  # a memory address, new on every run; the HTML beside it is the output
             kept.append(out)
         cell.outputs = kept
     book.metadata.get("papermill", {}).pop("start_time", None)
