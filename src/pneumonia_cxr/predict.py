@@ -7,7 +7,8 @@ The model's metadata (image size, resize mode, thorax scale, validation-chosen t
 image is preprocessed exactly as in training. The ternary probabilities are the ones the project reports
 (`ternary_with_ensemble`, notebook 07): P(normal) is the mean of the ternary model's and 1 − the binary model's
 P(pneumonia), and the ternary model splits the rest between bacterial and viral. The Grad-CAM overlay explains the
-decision made at the threshold (for an ensemble: the mean of its members' heat maps). Research code, not a medical device.
+decision made at the threshold (for an ensemble: the mean of its members' heat maps).
+Research code, not a medical device.
 Exit codes: 0 ok, 2 bad model, 3 an image could not be read (the others are still reported).
 """
 

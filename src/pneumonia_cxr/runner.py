@@ -69,7 +69,8 @@ def _smaller_png(b64: str) -> str:
 def clean_notebook(path: str | Path) -> None:
     """nbdev-style tidy: drop TF's C++ start-up chatter and timing metadata (run.json keeps each notebook's seconds);
     shrink figures; drop a plain-text "<object at 0x...>" beside a richer output; give the cell papermill injects a
-    fixed id instead of a random one (a re-run then changes only what the run changed). Execution counts stay: nbval takes a cell with outputs and no count for an unrun one."""
+    fixed id instead of a random one (a re-run then changes only what the run changed). Execution counts stay: nbval
+    takes a cell with outputs and no count for an unrun one."""
     book = nbformat.read(str(path), as_version=4)
     for cell in book.cells:
         cell.metadata.pop("execution", None)
