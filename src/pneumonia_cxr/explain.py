@@ -34,8 +34,8 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
     """
     import tensorflow as tf
 
+    x = tf.convert_to_tensor(image.reshape(1, *image.shape[:2], 1), tf.float32)
     if members := ensemble_members(model):
-        x = tf.convert_to_tensor(image.reshape(1, *image.shape[:2], 1), tf.float32)
         out = model(x, training=False).numpy()[0]
         if class_index is None:
             class_index = int(out[0] >= 0.5) if out.shape[-1] == 1 else int(np.argmax(out))
@@ -48,7 +48,6 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
         return cam / (cam.max() + 1e-8), out
 
     target = last_conv_index(model)
-    x = tf.convert_to_tensor(image.reshape(1, *image.shape[:2], 1), tf.float32)
     with tf.GradientTape() as tape:
         h = x
         for i, layer in enumerate(model.layers):  # models are plain chains: walk them layer by layer
