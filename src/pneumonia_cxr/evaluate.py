@@ -11,6 +11,7 @@ from PIL import Image, ImageFilter
 from sklearn import metrics as skm
 
 from .data.pipeline import ORIGINAL_ASPECT
+from .data.thorax import magnify
 
 # Kermany et al., Cell 2018 (InceptionV3, official test split; model selected on that split)
 PUBLISHED = {
@@ -224,9 +225,7 @@ def _zoom(f):
     def scale(im):
         h, w = im.shape
         if f >= 1:
-            ch, cw = round(h / f), round(w / f)
-            top, left = (h - ch) // 2, (w - cw) // 2
-            return np.asarray(Image.fromarray(im[top:top + ch, left:left + cw]).resize((w, h), Image.BILINEAR))
+            return magnify(im, f)
         small = np.asarray(Image.fromarray(im).resize((round(w * f), round(h * f)), Image.BILINEAR))
         ph, pw = h - small.shape[0], w - small.shape[1]
         return np.pad(small, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="edge")

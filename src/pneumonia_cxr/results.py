@@ -13,7 +13,7 @@ import pandas as pd
 
 from .data import TERNARY_CLASSES, XrayData, make_dataset
 from .evaluate import (PUBLISHED, SHIFTS, assert_consistent, choose_threshold, evaluate_binary, patient_resamples,
-                       rate_ci, robustness_table, shift_metrics, shift_predictions, shift_summary, ternary_metrics)
+                       rate_ci, shift_metrics, shift_predictions, shift_summary, ternary_metrics)
 from .train import EXACT_FLOATS, load_model, read_json, save_model, save_predictions, write_csv, write_json
 
 
@@ -43,7 +43,7 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
 
     threshold on validation -> validation under acquisition shifts (what `choose_model` ranks on) -> save
     with that threshold -> reload in safe mode (must predict the same) -> predict the test split once ->
-    metrics with CIs -> robustness table of the test split under the same shifts.
+    metrics with CIs -> the test split under the same shifts (per image, and the robustness table).
     """
     x_va, y_va, rows_va = data.split("val")
     p_va = predict_binary(model, x_va)
@@ -61,14 +61,19 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
                       threshold=threshold, **extra)
     reloaded, _ = load_model(path)
     assert np.allclose(predict_binary(reloaded, x_va), p_va, atol=1e-5), f"{path}: reloaded model predicts differently"
-    x_te, y_te, _ = data.split("test")
+    x_te, y_te, rows_te = data.split("test")
     result = record_binary(name, p_va, predict_binary(reloaded, x_te), data, dirs, cfg, model_file=str(path),
                            image_size=cfg["image_size"], val_under_shifts=shift_summary(val_shifts), **extra)
     assert_consistent(result["test"])
     assert_consistent(result["val"])
     assert result["threshold"] == threshold
-    robustness = robustness_table(lambda x: predict_binary(reloaded, data.preprocess(x)), data.split("test", raw=True)[0],
-                                  y_te, threshold)
+    shifted_te = shift_predictions(lambda x: predict_binary(reloaded, data.preprocess(x)),
+                                   data.split("test", raw=True)[0], y_te)
+    # kept per image, so notebook 07 reads the ensemble's instead of predicting them again
+    write_csv(dirs["predictions"] / f"{name}_test_shifts.csv",
+              pd.concat([rows_te[["relpath", "patient"]].reset_index(drop=True), pd.DataFrame({"y_true": y_te}),
+                         shifted_te], axis=1), EXACT_FLOATS)
+    robustness = shift_metrics(shifted_te, y_te, threshold)
     write_csv(dirs["metrics"] / f"{name}_robustness.csv", robustness)
     return result, robustness
 

@@ -6,7 +6,10 @@ find on a frontal film: the two lungs are the darkest columns either side of the
 rows, so the distance between those two valleys of the column profile follows the thorax's width (it grows ×1.31 on
 average when a NORMAL image is magnified ×1.3). An image whose valleys are closer than `target` of its width is
 magnified about its centre until they are not, at most ×`max_zoom`; wider thoraxes are never shrunk (shrinking
-cost specificity under magnification in the check), and an image without two clear valleys stays as it is.
+cost specificity under magnification in the check). Where the first look finds no two clear valleys, a second looks
+at the centre magnified ×`max_zoom`: a thorax small in a padded frame often shows its valleys only from closer, and
+left unmeasured it stayed small (on validation, the normals found only this way were called pneumonia under the
+`zoom out x0.7` shift 39% of the time, the others 0.7%). An image without valleys either way stays as it is.
 """
 
 from __future__ import annotations
