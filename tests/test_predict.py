@@ -64,3 +64,22 @@ def test_predict_bad_inputs(model_path, tmp_path, capsys):
     other.write_bytes(b"PK\x03\x04 not really")
     assert predict.main([str(junk), "--model", str(other)]) == 2
     assert "no metadata" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_predict_with_a_ternary_model(model_path, real_fullres, tmp_path, capsys):
+    from pneumonia_cxr.data import TERNARY_CLASSES
+
+    ternary = compile_model(build_scratch_cnn(40, (8,), n_classes=3, name="ternary_cnn"), 3e-3, n_classes=3)
+    t_path = save_model(ternary, tmp_path / "ternary.keras", image_size=40, resize="squash", task="ternary",
+                        classes=list(TERNARY_CLASSES))  # another size: each model is fed as it was trained
+    image = str(sorted((real_fullres / "train").rglob("*.jpeg"))[0])
+    assert predict.main([image, "--model", str(model_path), "--ternary-model", str(t_path), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert list(row["ternary"]) == list(TERNARY_CLASSES)
+    assert sum(row["ternary"].values()) == pytest.approx(1, abs=1e-3)
+    # P(normal) is half the binary model's say: it cannot stray from 1 - p(pneumonia) by more than a half
+    assert abs(row["ternary"]["normal"] - (1 - row["p_pneumonia"])) <= 0.5 + 1e-3
+    # a binary model where the ternary one belongs is refused, naming the file
+    assert predict.main([image, "--model", str(model_path), "--ternary-model", str(model_path)]) == 2
+    assert f"{model_path}: not a ternary" in capsys.readouterr().err

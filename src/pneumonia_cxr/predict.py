@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     if meta.get("task") != "binary" or meta.get("threshold") is None:
         return _fail(f"{args.model}: not a binary model with a saved threshold", 2)
+    if ternary and (ternary[1].get("task") != "ternary" or len(ternary[1].get("classes") or []) != 3):
+        return _fail(f"{args.ternary_model}: not a ternary (normal, bacterial, viral) model", 2)
 
     results, status = [], 0
     for path in args.images:
