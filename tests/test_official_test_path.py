@@ -63,4 +63,5 @@ def test_smoke_run_evaluates_on_the_official_test_folder(real_224, real_fullres,
     assert set(after["notebooks"]) == set(before["notebooks"])
     codes = {nb: entry["code"] for nb, entry in after["notebooks"].items()}
     assert all(len(c) == 12 for c in codes.values()) and codes["03_scratch_cnn"] != codes["04_transfer_learning"]
+    assert all(entry["cpu"] for entry in after["notebooks"].values()), "each notebook's seconds name their processor"
     assert (metrics / "subgroups.csv").exists()

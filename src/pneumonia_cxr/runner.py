@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import resource
 import sys
@@ -97,6 +98,17 @@ def clean_notebook(path: str | Path) -> None:
     nbformat.write(book, str(path))
 
 
+def cpu_model() -> str:
+    """The processor's name (a notebook's seconds mean little without it: one session's host ran twice as slow)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def peak_child_memory_mb() -> float:
     """Peak resident memory of any finished child process (each notebook's kernel), in MB."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -151,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prepare_only:
             clean_notebook(dst)
             # per notebook: with --only, the others keep the commit they last ran at
-            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code}
+            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code,
+                                               "cpu": cpu_model()}
             log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
             log["cpu_count"] = os.cpu_count()
