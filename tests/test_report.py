@@ -28,6 +28,46 @@ def _need(tool):
         pytest.skip(msg)
 
 
+def test_committed_reports_are_what_the_committed_code_makes():
+    assert report.stale_results(ROOT / "reports") == []  # each line says what to run again
+
+
+def test_stale_results_names_each_thing_the_code_would_no_longer_make(tmp_path):
+    from pneumonia_cxr.train import read_json, write_json
+
+    for src in [ROOT / "reports" / "metrics", *sorted((ROOT / "reports" / "seeds").glob("*/metrics"))]:
+        dst = tmp_path / src.relative_to(ROOT / "reports")
+        dst.mkdir(parents=True)
+        for f in [*src.glob("*.json"), *src.glob("seed_table.csv")]:  # all that the check reads
+            shutil.copy(f, dst / f.name)
+    seeds = sorted((tmp_path / "seeds").glob("*/metrics"))
+    assert len(seeds) >= 1, "the committed reports have no seed runs to check against"
+    assert report.stale_results(tmp_path) == []
+
+    main = tmp_path / "metrics" / "run.json"
+    run = read_json(main)
+    run["notebooks"]["final_notebook"]["code"] = "edited"  # a notebook changed after it ran
+    write_json(main, run)
+    problems = report.stale_results(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("final_notebook.ipynb: its code")
+    shutil.copy(ROOT / "reports" / "metrics" / "run.json", main)
+
+    seed_run = read_json(seeds[0] / "run.json")  # a seed made before a code change: skipped, so the table is off
+    seed_run["notebooks"]["03_scratch_cnn"]["code"] = "older"
+    write_json(seeds[0] / "run.json", seed_run)
+    problems = report.stale_results(tmp_path)
+    assert len(problems) == 2 and "skipped, differs" in problems[0] and "seed_table.csv: differs" in problems[1]
+
+    for folder in seeds:  # no seed runs left, but the table of them is
+        shutil.rmtree(folder.parent)
+    assert len(problems := report.stale_results(tmp_path)) == 1 and "seed_table.csv: left from" in problems[0]
+    (tmp_path / "metrics" / "seed_table.csv").unlink()
+    assert report.stale_results(tmp_path) == []
+    del run["notebooks"]["01_eda"]
+    write_json(main, run)
+    assert [p.split(":")[0] for p in report.stale_results(tmp_path)] == ["notebooks/01_eda.ipynb", "final_notebook.ipynb"]
+
+
 def test_pdf_report_has_title_table_figures_and_metrics(tmp_path):
     from PIL import Image
 

@@ -1,7 +1,8 @@
 """The README's results tables, generated from reports/metrics (never typed by hand), and the PDF report.
 
     python -m pneumonia_cxr.report            # rewrite the block between the markers in README.md
-    python -m pneumonia_cxr.report --check    # exit 1 if README.md differs from what reports/ gives
+    python -m pneumonia_cxr.report --check    # exit 1 if README.md differs from what reports/ gives, or reports/ from
+                                              # what the code would make (`stale_results`)
     python -m pneumonia_cxr.report --pdf      # final_notebook.ipynb -> reports/final_report.pdf (code hidden)
 
 The PDF is nbconvert's HTML printed by a headless Chromium (Debian/Ubuntu: apt-get install chromium;
@@ -16,12 +17,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from .provenance import ROOT, code_fingerprint
 from .published import anchors_sentence
-from .results import binary_table, choose_model, load_metrics, seed_runs, ternary_table
+from .results import binary_table, choose_model, load_metrics, seed_runs, seed_table, ternary_table
+from .runner import NOTEBOOKS
 from .ternary import summary_by_model
 from .train import read_json
 
@@ -135,6 +139,37 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     return "\n".join(lines)
 
 
+def stale_results(reports_dir: str | Path = "reports", root: Path = ROOT) -> list[str]:
+    """What in `reports_dir` the committed code would no longer make, one line each (empty: all current):
+    a notebook of the main run whose code changed since it ran (its `code` fingerprint in run.json), a run of
+    another seed that the final notebook would skip, and a seed table (the final notebook's `seed_table.csv`)
+    that differs from what those runs give now, i.e. the final notebook last ran before them."""
+    metrics_dir = Path(reports_dir) / "metrics"
+    if not (metrics_dir / "run.json").exists():
+        return [f"{metrics_dir / 'run.json'}: missing (no complete run)"]
+    ran = read_json(metrics_dir / "run.json").get("notebooks", {})
+    problems = []
+    for nb in NOTEBOOKS:
+        entry = ran.get(Path(nb).stem)
+        if entry is None:
+            problems.append(f"{nb}: not in {metrics_dir / 'run.json'} (never run)")
+        elif entry.get("code") != code_fingerprint(root / nb):
+            problems.append(f"{nb}: its code (or a module it loads) changed since the run in {metrics_dir}; run it again")
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        runs = seed_runs(reports_dir)
+    problems += [str(w.message) for w in skipped]
+    table = metrics_dir / "seed_table.csv"
+    if len(runs) > 1:
+        expected = seed_table(runs).reset_index().to_csv(index=False)
+        if not table.exists() or table.read_text() != expected:
+            problems.append(f"{table}: differs from the seed runs under {Path(reports_dir) / 'seeds'} (or is missing); "
+                            "run the final notebook again")
+    elif table.exists():
+        problems.append(f"{table}: left from seed runs that are no longer there; run the final notebook again")
+    return problems
+
+
 def render_readme(readme: str, reports_dir="reports") -> str:
     start, stop = readme.index(BEGIN) + len(BEGIN), readme.index(END)
     return readme[:start] + "\n" + results_markdown(reports_dir) + "\n" + readme[stop:]
@@ -202,10 +237,14 @@ def main(argv=None) -> int:
     old = path.read_text()
     new = render_readme(old, args.reports)
     if args.check:
+        problems = stale_results(args.reports)
+        for problem in problems:
+            print(f"stale: {problem}")
         if new != old:
             print(f"{path}: results table differs from what {args.reports}/ gives; run python -m pneumonia_cxr.report")
+        if problems or new != old:
             return 1
-        print(f"{path}: results table matches {args.reports}/")
+        print(f"{path}: results table matches {args.reports}/, and {args.reports}/ the code")
         return 0
     path.write_text(new)
     print(f"{path}: results table regenerated from {args.reports}/")
