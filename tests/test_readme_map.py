@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _expand(token: str) -> list[str]:
-    """`img/{roc_pr,confusion}.png` -> both paths (one brace group, as the README writes them)."""
+    """`img/{roc_pr,confusion}.png` -> both paths (every brace group expanded, as a shell would)."""
     m = re.search(r"\{([^{}]*)\}", token)
     if not m:
         return [token]
