@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 
 from pneumonia_cxr.data import build_manifest, make_dataset  # noqa: E402
 from pneumonia_cxr.data.cache import build_image_cache  # noqa: E402
+from pneumonia_cxr.runner import cpu_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -179,7 +180,7 @@ def smoke_profile_bench() -> dict:
 
 
 def write_markdown(r: dict, path: Path):
-    lines = ["# Benchmarks", "", f"Machine: {r['cpu_count']} CPU cores. Produced by `python benchmarks/run.py`; "
+    lines = ["# Benchmarks", "", f"Machine: {r['cpu_count']} CPU cores, {r.get('cpu', 'processor not recorded')}. Produced by `python benchmarks/run.py`; "
              "raw numbers in `reports/benchmarks.json`.", "", "## Decode and input", "",
              "| data | images | size | project first pass (img/s) | PIL loop, 1 thread (img/s) | "
              f"PIL loop, {r['cpu_count']} threads (img/s) | Keras stock (img/s) | project / PIL {r['cpu_count']} threads | "
@@ -226,18 +227,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out_dir = Path(args.tiny) if args.tiny else Path("reports")
     limit = 20 if args.tiny else None
-    r = {"cpu_count": os.cpu_count(), "tiny": bool(args.tiny), "decode": [
+    r = {"cpu_count": os.cpu_count(), "cpu": cpu_model(), "tiny": bool(args.tiny), "decode": [
         decode_bench(SHARED / "chest_xray_fullres_sample", 224, limit),
         decode_bench(SHARED / "chest_xray_224", 224, limit),
     ]}
     r["train"] = train_bench(SHARED / "chest_xray_fullres_sample", 64 if args.tiny else 128, 3 if args.tiny else 60)
     if not args.tiny:
         r["profiles"] = {"smoke": smoke_profile_bench()}
-        run_json = Path("reports/metrics/run.json")  # the committed full run (40 minutes: not repeated here)
+        run_json = Path("reports/metrics/run.json")  # the committed full run (about 40 minutes: not repeated here)
         if run_json.exists():
             run = json.loads(run_json.read_text())
+            cpus = sorted({nb.get("cpu", "?") for nb in run.get("notebooks", {}).values()})  # its host may not be this one
             r["profiles"][run["profile"]] = {k: run[k] for k in ("wall_seconds", "peak_memory_mb")} | {
-                "source": f"reports/metrics/run.json (git {run.get('git_commit', '?')})"}
+                "source": f"reports/metrics/run.json (git {run.get('git_commit', '?')}, on {' and '.join(cpus)})"}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "benchmarks.json").write_text(json.dumps(r, indent=1))
     write_markdown(r, out_dir / "benchmarks.md")

@@ -15,6 +15,9 @@ def test_benchmark_tiny_mode(real_224, tmp_path, monkeypatch):
     runpy.run_path(str(ROOT / "benchmarks" / "run.py"), run_name="__main__")
     text = (tmp_path / "benchmarks.md").read_text()
     assert "first pass" in text and "project_pipeline" in text
+    from pneumonia_cxr.runner import cpu_model
+
+    assert f"CPU cores, {cpu_model()}." in text  # speeds mean little without the processor
 
 
 @pytest.mark.real_data
