@@ -180,8 +180,8 @@ def smoke_profile_bench() -> dict:
 
 
 def write_markdown(r: dict, path: Path):
-    lines = ["# Benchmarks", "", f"Machine: {r['cpu_count']} CPU cores, {r.get('cpu', 'processor not recorded')}. Produced by `python benchmarks/run.py`; "
-             "raw numbers in `reports/benchmarks.json`.", "", "## Decode and input", "",
+    lines = ["# Benchmarks", "", f"Machine: {r['cpu_count']} CPU cores, {r.get('cpu', 'processor not recorded')}. "
+             "Produced by `python benchmarks/run.py`; raw numbers in `reports/benchmarks.json`.", "", "## Decode and input", "",
              "| data | images | size | project first pass (img/s) | PIL loop, 1 thread (img/s) | "
              f"PIL loop, {r['cpu_count']} threads (img/s) | Keras stock (img/s) | project / PIL {r['cpu_count']} threads | "
              "cached epoch input, project (s) | epoch input, Keras stock (s) | stock / project |",

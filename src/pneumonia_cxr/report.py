@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .provenance import ROOT, code_fingerprint
+from .provenance import code_fingerprint
 from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, seed_table, ternary_table
 from .runner import NOTEBOOKS
@@ -139,7 +139,7 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     return "\n".join(lines)
 
 
-def stale_results(reports_dir: str | Path = "reports", root: Path = ROOT) -> list[str]:
+def stale_results(reports_dir: str | Path = "reports") -> list[str]:
     """What in `reports_dir` the committed code would no longer make, one line each (empty: all current):
     a notebook of the main run whose code changed since it ran (its `code` fingerprint in run.json), a run of
     another seed that the final notebook would skip, and a seed table (the final notebook's `seed_table.csv`)
@@ -153,7 +153,7 @@ def stale_results(reports_dir: str | Path = "reports", root: Path = ROOT) -> lis
         entry = ran.get(Path(nb).stem)
         if entry is None:
             problems.append(f"{nb}: not in {metrics_dir / 'run.json'} (never run)")
-        elif entry.get("code") != code_fingerprint(root / nb):
+        elif entry.get("code") != code_fingerprint(nb):  # as the runner takes it
             problems.append(f"{nb}: its code (or a module it loads) changed since the run in {metrics_dir}; run it again")
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
