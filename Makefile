@@ -2,6 +2,7 @@
 #   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo)
 #   make test   set up, then unit tests and every notebook under nbval on the smoke profile
 #   make seed-check SEED=7   notebooks 01-07 again with another seed (reports/seeds/7/), then the final notebook
+#   make refresh  after a code change: only the notebooks it made out of date, in the main run and every seed run
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,10 +13,12 @@ WEIGHTS_DIR ?= $(if $(wildcard ../shared/weights),../shared/weights,)
 WEIGHTS := $(if $(WEIGHTS_DIR),--weights-dir $(WEIGHTS_DIR),)
 PROFILE ?= full
 SEED ?= 7
+# every notebook but the final one, which reads all runs
+NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis seed-check summary demo benchmark decode-check clean
+.PHONY: all test unit nbval venv analysis seed-check refresh summary demo benchmark decode-check clean
 
 all: analysis
 
@@ -48,7 +51,20 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 seed-check: venv
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $(SEED) \
 	  --output-dir reports/seeds/$(SEED) --models-dir models/seed_$(SEED) --executed-dir build/seed_$(SEED) \
-	  --only 01_ 02_ 03_ 04_ 05_ 06_ 07_
+	  --only $(NOTEBOOKS_01_07)
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
+	$(PY) -m pneumonia_cxr.report
+	$(PY) -m pneumonia_cxr.report --pdf
+
+# Like make, by content: a notebook runs again when its code or a module it loads changed, or when results it reads
+# were made again since (`runner.out_of_date`); first in the main run, then in each seed run (whose models must be
+# here, in models/seed_N), then the final notebook, which reads them all.
+refresh: venv
+	$(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only $(NOTEBOOKS_01_07)
+	for seed in $$(ls reports/seeds 2>/dev/null); do \
+	  $(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $$seed \
+	    --output-dir reports/seeds/$$seed --models-dir models/seed_$$seed --executed-dir build/seed_$$seed \
+	    --only $(NOTEBOOKS_01_07) || exit 1; done
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
 	$(PY) -m pneumonia_cxr.report
 	$(PY) -m pneumonia_cxr.report --pdf

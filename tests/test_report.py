@@ -55,8 +55,10 @@ def test_stale_results_names_each_thing_the_code_would_no_longer_make(tmp_path):
     seed_run = read_json(seeds[0] / "run.json")  # a seed made before a code change: skipped, so the table is off
     seed_run["notebooks"]["03_scratch_cnn"]["code"] = "older"
     write_json(seeds[0] / "run.json", seed_run)
-    problems = report.stale_results(tmp_path)
-    assert len(problems) == 2 and "skipped, differs" in problems[0] and "seed_table.csv: differs" in problems[1]
+    problems = report.stale_results(tmp_path)  # what to run again for that seed, and the consequences
+    assert [p.split(":")[0] for p in problems[:2]] == ["notebooks/03_scratch_cnn.ipynb", "notebooks/07_ensemble.ipynb"]
+    assert all(str(seeds[0]) in p for p in problems[:2]), "names the seed's run"
+    assert len(problems) == 4 and "skipped, differs" in problems[2] and "seed_table.csv: differs" in problems[3]
 
     for folder in seeds:  # no seed runs left, but the table of them is
         shutil.rmtree(folder.parent)

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .provenance import code_fingerprint
 from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, seed_table, ternary_table
-from .runner import NOTEBOOKS
+from .runner import NOTEBOOKS, out_of_date
 from .ternary import summary_by_model
 from .train import read_json
 
@@ -140,21 +139,19 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
-    """What in `reports_dir` the committed code would no longer make, one line each (empty: all current):
-    a notebook of the main run whose code changed since it ran (its `code` fingerprint in run.json), a run of
-    another seed that the final notebook would skip, and a seed table (the final notebook's `seed_table.csv`)
-    that differs from what those runs give now, i.e. the final notebook last ran before them."""
+    """What in `reports_dir` the committed code would no longer make, one line each (empty: all current): a notebook
+    of the main run or of another seed's run that is out of date (`runner.out_of_date`: its code, or a module it loads,
+    changed since it ran, or it read results another notebook has since made again), a run of another seed that the
+    final notebook would skip, and a seed table (the final notebook's `seed_table.csv`) that differs from what those
+    runs give now, i.e. the final notebook last ran before them."""
     metrics_dir = Path(reports_dir) / "metrics"
     if not (metrics_dir / "run.json").exists():
         return [f"{metrics_dir / 'run.json'}: missing (no complete run)"]
-    ran = read_json(metrics_dir / "run.json").get("notebooks", {})
-    problems = []
-    for nb in NOTEBOOKS:
-        entry = ran.get(Path(nb).stem)
-        if entry is None:
-            problems.append(f"{nb}: not in {metrics_dir / 'run.json'} (never run)")
-        elif entry.get("code") != code_fingerprint(nb):  # as the runner takes it
-            problems.append(f"{nb}: its code (or a module it loads) changed since the run in {metrics_dir}; run it again")
+    problems = [f"{nb}: {why} ({metrics_dir / 'run.json'}); run it again"
+                for nb, why in out_of_date(read_json(metrics_dir / "run.json").get("notebooks", {})).items()]
+    for seed_log in sorted((Path(reports_dir) / "seeds").glob("*/metrics/run.json")):
+        problems += [f"{nb}: {why} ({seed_log}); run it again (`runner --stale` with that seed's folders)"
+                     for nb, why in out_of_date(read_json(seed_log).get("notebooks", {}), NOTEBOOKS[:-1]).items()]
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
         runs = seed_runs(reports_dir)

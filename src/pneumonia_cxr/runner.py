@@ -35,6 +35,42 @@ NOTEBOOKS = [
     "final_notebook.ipynb",
 ]
 
+# The other notebooks' results (models, predictions, metrics) each notebook reads. A notebook is out of date when one
+# of them was made again with other code after it ran, even if its own code never changed.
+READS_FROM = {
+    "07_ensemble": ["03_scratch_cnn", "04_transfer_learning", "05_ternary_classifier", "06_keras_tuner_search"],
+    "final_notebook": [Path(nb).stem for nb in NOTEBOOKS[:-1]],
+}
+
+
+def inputs_now(stem: str, ran: dict) -> dict[str, str | None]:
+    """What `stem` reads, as the code each of those notebooks last ran with (run.json's `notebooks`, `ran`); the runner
+    stores it with the notebook's own entry, so a later re-run of one of them shows."""
+    return {up: ran.get(up, {}).get("code") for up in READS_FROM.get(stem, [])}
+
+
+def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS) -> dict[str, str]:
+    """notebook -> why its results are not what the committed code makes, from run.json's `notebooks` (`ran`): never
+    run; its code, or a package module it loads, changed since (`code_fingerprint`); it reads a notebook listed here,
+    which must run again first; or it read results that another notebook has since made again with other code. In
+    `notebooks` order: running them in that order brings the run up to date."""
+    stale: dict[str, str] = {}
+    for nb in notebooks:
+        stem, entry = Path(nb).stem, ran.get(Path(nb).stem)
+        waiting = [up for up in READS_FROM.get(stem, []) if up in {Path(s).stem for s in stale}]
+        changed = [up for up, code in inputs_now(stem, ran).items() if (entry or {}).get("inputs", {}).get(up) != code]
+        if entry is None:
+            stale[nb] = "never run"
+        elif entry.get("code") != code_fingerprint(nb):
+            stale[nb] = "its code (or a module it loads) changed since it ran"
+        elif waiting:
+            stale[nb] = f"it reads {', '.join(waiting)}, to run again first"
+        elif changed and "inputs" not in entry:
+            stale[nb] = "run.json has no record of the results it read (it ran before the runner kept one)"
+        elif changed:
+            stale[nb] = f"it read the results of {', '.join(changed)} before they were made again with other code"
+    return stale
+
 
 def parameters(args) -> dict:
     p = {
@@ -126,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not execute")
+    parser.add_argument("--stale", action="store_true",
+                        help="run only the notebooks that --output-dir's run.json shows out of date (with --only: of those)")
     args = parser.parse_args(argv)
 
     for var in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel", "ABSL_MIN_LOG_LEVEL"):
@@ -134,9 +172,23 @@ def main(argv: list[str] | None = None) -> int:
     params = parameters(args)
     notebooks = [n for n in NOTEBOOKS if not args.only or any(o in n for o in args.only)]
     run_log = Path(args.output_dir) / "metrics" / "run.json"
+    if args.stale:
+        previous = read_json(run_log) if run_log.exists() else {"notebooks": {}}
+        same = {"profile": str, "seed": str, "data_dir": lambda d: Path(d).name}  # a dataset by its folder's name
+        if differs := [f"{key} {previous[key]}" for key, name in same.items()
+                       if key in previous and name(previous[key]) != name(params[key])]:
+            print(f"--stale: {run_log} is a run of {', '.join(differs)}; bring it up to date with the same", file=sys.stderr)
+            return 2
+        stale = out_of_date(previous["notebooks"], notebooks)
+        for nb, why in stale.items():
+            print(f"{nb}: {why}", flush=True)
+        notebooks = list(stale)
+        if not notebooks:
+            print(f"nothing to run: every notebook in {run_log} is up to date")
+            return 0
     log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "git_commit": git_commit(),
            "notebooks": {}}
-    if run_log.exists() and args.only and not args.prepare_only:
+    if run_log.exists() and (args.only or args.stale) and not args.prepare_only:
         previous = read_json(run_log)
         log["notebooks"] = {nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
                             for nb, entry in previous.get("notebooks", {}).items()}
@@ -163,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prepare_only:
             clean_notebook(dst)
             # per notebook: with --only, the others keep the commit they last ran at
-            log["notebooks"][Path(nb).stem] = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code,
-                                               "cpu": cpu_model()}
+            entry = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code, "cpu": cpu_model()}
+            if Path(nb).stem in READS_FROM:  # the results it read, as the code they were made with
+                entry["inputs"] = inputs_now(Path(nb).stem, log["notebooks"])
+            log["notebooks"][Path(nb).stem] = entry
             log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
             log["cpu_count"] = os.cpu_count()
