@@ -61,7 +61,7 @@ seed-check: venv
 # here, in models/seed_N), then the final notebook, which reads them all.
 refresh: venv
 	$(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only $(NOTEBOOKS_01_07)
-	for seed in $$(ls reports/seeds 2>/dev/null); do \
+	for log in $$(ls reports/seeds/*/metrics/run.json 2>/dev/null); do seed=$$(basename $${log%/metrics/run.json}); \
 	  $(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $$seed \
 	    --output-dir reports/seeds/$$seed --models-dir models/seed_$$seed --executed-dir build/seed_$$seed \
 	    --only $(NOTEBOOKS_01_07) || exit 1; done
