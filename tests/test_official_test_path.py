@@ -65,3 +65,5 @@ def test_smoke_run_evaluates_on_the_official_test_folder(real_224, real_fullres,
     assert all(len(c) == 12 for c in codes.values()) and codes["03_scratch_cnn"] != codes["04_transfer_learning"]
     assert all(entry["cpu"] for entry in after["notebooks"].values()), "each notebook's seconds name their processor"
     assert (metrics / "subgroups.csv").exists()
+    up_to_date = subprocess.run(cmd + ["--stale"], cwd=ROOT, capture_output=True, text=True)  # a complete run
+    assert up_to_date.returncode == 0 and "nothing to run" in up_to_date.stdout, up_to_date.stdout + up_to_date.stderr

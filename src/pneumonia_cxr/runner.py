@@ -57,7 +57,7 @@ def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS) -> dict[str, str]:
     stale: dict[str, str] = {}
     for nb in notebooks:
         stem, entry = Path(nb).stem, ran.get(Path(nb).stem)
-        waiting = [up for up in READS_FROM.get(stem, []) if up in {Path(s).stem for s in stale}]
+        waiting = [up for up in READS_FROM.get(stem, []) if any(Path(s).stem == up for s in stale)]
         changed = [up for up, code in inputs_now(stem, ran).items() if (entry or {}).get("inputs", {}).get(up) != code]
         if entry is None:
             stale[nb] = "never run"
