@@ -18,7 +18,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis seed-check refresh summary demo benchmark decode-check clean
+.PHONY: all test unit nbval venv analysis seed-check refresh summary demo benchmark official-layout decode-check clean
 
 all: analysis
 
@@ -71,6 +71,10 @@ refresh: venv
 
 benchmark: venv
 	$(PY) benchmarks/run.py
+
+# The full profile as issue 7 times it, on a folder with a test/ split (a stand-in built from the 224 px release)
+official-layout: venv
+	$(PY) benchmarks/official_layout.py
 
 decode-check: venv
 	$(PY) benchmarks/decode_consistency.py

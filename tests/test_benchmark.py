@@ -39,3 +39,35 @@ def test_decode_consistency_compares_both_decodings_of_every_sample_image(real_2
     row = pd.read_csv(out).iloc[0]
     assert row["model"] == "tiny" and row["images"] == len(list(real_fullres.glob("*/*/*.jpeg")))
     assert 0 <= row["decisions_changed"] <= 1 and row["mean_abs_probability_change"] >= 0
+
+
+@pytest.mark.real_data
+def test_official_layout_stand_in_keeps_the_pool_and_adds_a_test_split_nothing_drops(real_224, tmp_path):
+    """The stand-in test/ must not shrink the pool the full profile trains on (the point of the timing): new patient ids
+    and re-saved pixels, so neither the patient nor the duplicate check drops a training image."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    from pneumonia_cxr.data.discover import parse_patient
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from official_layout import stand_in_dataset, subtype
+
+    counts = {"normal": 3, "bacteria": 3, "virus": 2}
+    data = stand_in_dataset(real_224, tmp_path, counts)
+    for split in ("train", "val"):
+        assert sorted(p.name for p in (data / split).glob("*/*.jpeg")) == \
+            sorted(p.name for p in (real_224 / split).glob("*/*.jpeg"))
+    test = sorted((data / "test").glob("*/*.jpeg"))
+    assert {k: sum(subtype(p) == k for p in test) for k in counts} == counts
+    pool = sorted((real_224 / "train").glob("*/*.jpeg")) + sorted((real_224 / "val").glob("*/*.jpeg"))
+    assert not {parse_patient(p.name) for p in test} & {parse_patient(p.name) for p in pool}
+
+    def pixels(path):
+        with Image.open(path) as image:
+            return hashlib.sha1(np.asarray(image.convert("L")).tobytes()).hexdigest()
+
+    assert not {pixels(p) for p in test} & {pixels(p) for p in pool}
+    assert not any(p.is_symlink() for p in test) and all(p.is_symlink() for p in (data / "train").glob("*/*.jpeg"))
