@@ -178,3 +178,12 @@ def test_ternary_shift_sentence_reads_both_splits_robustness_files(tmp_path):
         s = ternary_shift_summary(tables[name]["combined"])
         assert (f"combined {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
                 f"{s['worst normal recall']:.3f}") in line.split(f"on {split} ")[1].split(";")[0]
+
+
+def test_official_layout_sentence_puts_its_time_beside_the_training_size_here():
+    timing = {"wall_seconds": 2640.0, "peak_memory_mb": 3432.1, "images": {"train": 4434, "val": 798, "test": 624},
+              "git_commit": "abc1234", "cpu_count": 2, "cpu": "Some CPU"}
+    eda = {"assigned_split_counts": {"train": {"normal": 970, "bacteria": 1837, "virus": 968}}}
+    line = report.official_layout_sentence(timing, eda)
+    assert "44.0 min, peak memory 3432 MB, training on 4,434 images instead of 3,775" in line
+    assert "abc1234" in line and "2 cores of an Some CPU" in line

@@ -135,7 +135,20 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     if run.get("wall_seconds"):
         lines.append(f"\nRun: {run['wall_seconds'] / 60:.1f} min on {run.get('cpu_count')} CPU cores, "
                      f"peak memory {run.get('peak_memory_mb', 0):.0f} MB (`reports/metrics/run.json`).")
+    if (Path(reports_dir) / "official_layout_timing.json").exists():
+        lines.append(official_layout_sentence(read_json(Path(reports_dir) / "official_layout_timing.json"),
+                                              read_json(metrics_dir / "eda.json")))
     return "\n".join(lines)
+
+
+def official_layout_sentence(timing: dict, eda: dict) -> str:
+    """The full profile timed as issue 7 measures it, with a test/ split (`benchmarks/official_layout.py`), in one
+    line: there all of train/ is split into training and validation, so training sees more images than here."""
+    here = sum(eda["assigned_split_counts"]["train"].values())
+    return (f"With an official test/ split (a stand-in, `make official-layout`, `reports/official_layout_timing.json`): "
+            f"{timing['wall_seconds'] / 60:.1f} min, peak memory {timing['peak_memory_mb']:.0f} MB, training on "
+            f"{timing['images']['train']:,} images instead of {here:,} (commit {timing['git_commit']}, "
+            f"{timing['cpu_count']} cores of an {timing['cpu']}).")
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
