@@ -186,4 +186,4 @@ def test_official_layout_sentence_puts_its_time_beside_the_training_size_here():
     eda = {"assigned_split_counts": {"train": {"normal": 970, "bacteria": 1837, "virus": 968}}}
     line = report.official_layout_sentence(timing, eda)
     assert "44.0 min, peak memory 3432 MB, training on 4,434 images instead of 3,775" in line
-    assert "abc1234" in line and "2 cores of an Some CPU" in line
+    assert "(commit abc1234; 2 CPU cores, Some CPU)" in line

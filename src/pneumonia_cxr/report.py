@@ -147,8 +147,8 @@ def official_layout_sentence(timing: dict, eda: dict) -> str:
     here = sum(eda["assigned_split_counts"]["train"].values())
     return (f"With an official test/ split (a stand-in, `make official-layout`, `reports/official_layout_timing.json`): "
             f"{timing['wall_seconds'] / 60:.1f} min, peak memory {timing['peak_memory_mb']:.0f} MB, training on "
-            f"{timing['images']['train']:,} images instead of {here:,} (commit {timing['git_commit']}, "
-            f"{timing['cpu_count']} cores of an {timing['cpu']}).")
+            f"{timing['images']['train']:,} images instead of {here:,} (commit {timing['git_commit']}; "
+            f"{timing['cpu_count']} CPU cores, {timing['cpu']}).")
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
