@@ -8,7 +8,7 @@ training images (234 normal, 242 bacterial, 148 viral, as the official test) re-
 so that no duplicate or patient check drops them from the pool. The stand-in's test metrics mean nothing (its test
 images are copies of training images): only the time, the memory and the sizes of the splits are kept.
 
-    python benchmarks/official_layout.py   # about 45 minutes; writes reports/official_layout_timing.json
+    python benchmarks/official_layout.py   # 45-55 minutes on 2 cores; writes reports/official_layout_timing.json
 """
 
 from __future__ import annotations
