@@ -24,13 +24,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from pneumonia_cxr.data.discover import parse_subtype
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 OFFICIAL_TEST = {"normal": 234, "bacteria": 242, "virus": 148}  # Kermany et al.'s test split: 624 images
 
 
 def subtype(path: Path) -> str:
-    return "normal" if path.parent.name == "NORMAL" else ("virus" if "_virus_" in path.name else "bacteria")
+    return parse_subtype(path.name, path.parent.name)
 
 
 def stand_in_dataset(release: Path, root: Path, counts: dict[str, int] = OFFICIAL_TEST, seed: int = 0) -> Path:

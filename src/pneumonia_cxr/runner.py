@@ -172,14 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     params = parameters(args)
     notebooks = [n for n in NOTEBOOKS if not args.only or any(o in n for o in args.only)]
     run_log = Path(args.output_dir) / "metrics" / "run.json"
+    previous = read_json(run_log) if run_log.exists() else {}
     if args.stale:
-        previous = read_json(run_log) if run_log.exists() else {"notebooks": {}}
         same = {"profile": str, "seed": str, "data_dir": lambda d: Path(d).name}  # a dataset by its folder's name
         if differs := [f"{key} {previous[key]}" for key, name in same.items()
                        if key in previous and name(previous[key]) != name(params[key])]:
             print(f"--stale: {run_log} is a run of {', '.join(differs)}; bring it up to date with the same", file=sys.stderr)
             return 2
-        stale = out_of_date(previous["notebooks"], notebooks)
+        stale = out_of_date(previous.get("notebooks", {}), notebooks)
         for nb, why in stale.items():
             print(f"{nb}: {why}", flush=True)
         notebooks = list(stale)
@@ -188,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "git_commit": git_commit(),
            "notebooks": {}}
-    if run_log.exists() and (args.only or args.stale) and not args.prepare_only:
-        previous = read_json(run_log)
+    if previous and (args.only or args.stale) and not args.prepare_only:
         log["notebooks"] = {nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
                             for nb, entry in previous.get("notebooks", {}).items()}
         log["peak_memory_mb"] = previous.get("peak_memory_mb", 0)
