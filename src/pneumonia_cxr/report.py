@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config import settings
 from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, seed_table, ternary_table
 from .runner import NOTEBOOKS, out_of_date
+from .targets import shown, targets_table
 from .ternary import summary_by_model
 from .train import read_json
 
@@ -132,6 +134,11 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     lines.append("\nNormal / bacterial / viral:\n")
     lines.append(markdown_table(ternary_table(metrics)))
     lines.append(ternary_shift_sentence(metrics_dir))
+    if (metrics_dir / "targets.csv").exists():
+        lines.append(f"\nAgainst the targets of issue 7, which are set on the official test split (here on {test}; "
+                     "verdict from the 95% CI; runs: this one and the seed runs, at their point values; "
+                     "`reports/metrics/targets.csv`, the final notebook):\n")
+        lines.append(markdown_table(shown(pd.read_csv(metrics_dir / "targets.csv"))))
     if run.get("wall_seconds"):
         lines.append(f"\nRun: {run['wall_seconds'] / 60:.1f} min on {run.get('cpu_count')} CPU cores, "
                      f"peak memory {run.get('peak_memory_mb', 0):.0f} MB (`reports/metrics/run.json`).")
@@ -155,8 +162,8 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
     """What in `reports_dir` the committed code would no longer make, one line each (empty: all current): a notebook
     of the main run or of another seed's run that is out of date (`runner.out_of_date`: its code, or a module it loads,
     changed since it ran, or it read results another notebook has since made again), a run of another seed that the
-    final notebook would skip, and a seed table (the final notebook's `seed_table.csv`) that differs from what those
-    runs give now, i.e. the final notebook last ran before them."""
+    final notebook would skip, and a seed table or a targets table (the final notebook's `seed_table.csv`,
+    `targets.csv`) that differs from what those runs give now, i.e. the final notebook last ran before them."""
     metrics_dir = Path(reports_dir) / "metrics"
     if not (metrics_dir / "run.json").exists():
         return [f"{metrics_dir / 'run.json'}: missing (no complete run)"]
@@ -177,6 +184,14 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
                             "run the final notebook again")
     elif table.exists():
         problems.append(f"{table}: left from seed runs that are no longer there; run the final notebook again")
+    targets = metrics_dir / "targets.csv"
+    if targets.exists() and runs:
+        main_run = next(iter(runs.values()))[0]
+        layout = Path(reports_dir) / "official_layout_timing.json"
+        expected = targets_table(runs, Path(reports_dir) / "predictions", settings(main_run["profile"])["n_boot"],
+                                 main_run["seed"], read_json(layout) if layout.exists() else None)
+        if targets.read_text() != expected.to_csv(index=False):
+            problems.append(f"{targets}: differs from what the runs under {reports_dir} give; run the final notebook again")
     return problems
 
 

@@ -1,0 +1,123 @@
+"""Issue 7's targets, and where a run stands against them.
+
+The targets are set on the official 624-image test split. A run measures itself on its own test split: the official
+one when the dataset has a test/ folder, else the patient-level hold-out carved from train (easier, see the final
+notebook). The verdict reads the patient-bootstrap 95% CI, not only the point value: "met" when the whole interval
+clears the goal, "not met" when none of it does, "uncertain" when the goal lies inside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sklearn.metrics as skm
+
+from .evaluate import patient_resamples
+from .results import choose_model
+
+REPORTED_TERNARY = "ternary_with_ensemble"  # the ternary probabilities `predict` gives (notebook 07)
+MB_PER_GB = 1000  # "4 GB" read as 4,000 MB, the stricter reading
+
+# (task, what, where the value is, goal, ">=" or "<=")
+TARGETS = [
+    ("normal vs pneumonia", "ROC AUC", ("binary", "roc_auc"), 0.98, ">="),
+    ("normal vs pneumonia", "accuracy", ("binary", "accuracy"), 0.93, ">="),
+    ("normal vs pneumonia", "sensitivity at the validation-chosen threshold", ("binary", "sensitivity"), 0.95, ">="),
+    ("normal vs pneumonia", "specificity at the validation-chosen threshold", ("binary", "specificity"), 0.85, ">="),
+    ("normal / bacterial / viral", "accuracy", ("ternary", "accuracy"), 0.86, ">="),
+    ("normal / bacterial / viral", "macro one-vs-rest AUC", ("ternary", "macro_ovr_auc"), 0.94, ">="),
+    ("run", "wall time of the notebooks, min", ("run", "minutes"), 45, "<="),
+    ("run", "peak memory, MB", ("run", "peak_memory_mb"), 4 * MB_PER_GB, "<="),
+]
+
+
+def ternary_name(metrics: dict[str, dict]) -> str | None:
+    """The ternary model whose numbers a run reports: the ensemble-assisted decision where the run has it."""
+    return next((n for n in (REPORTED_TERNARY, "ternary") if n in metrics), None)
+
+
+def run_values(run: dict, metrics: dict[str, dict]) -> dict[tuple[str, str], float]:
+    """Every targeted value of one run, on its own test split: its own chosen binary model, its reported ternary
+    decision, and its time and peak memory (`run.json`)."""
+    values = {}
+    binary, ternary = choose_model(metrics), ternary_name(metrics)
+    for key in ("roc_auc", "accuracy", "sensitivity", "specificity"):
+        values[("binary", key)] = metrics[binary]["test"][key]
+    if ternary:
+        for key in ("accuracy", "macro_ovr_auc"):
+            values[("ternary", key)] = metrics[ternary]["test"][key]
+    if run.get("wall_seconds"):
+        values[("run", "minutes")] = run["wall_seconds"] / 60
+    if run.get("peak_memory_mb"):
+        values[("run", "peak_memory_mb")] = run["peak_memory_mb"]
+    return values
+
+
+def ternary_ci(pred_csv: str | Path, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list]:
+    """Percentile CIs of ternary accuracy and macro one-vs-rest AUC, resampling whole patients (as `bootstrap_ci`
+    does for the binary metrics); a resample that lacks a class is skipped."""
+    pred = pd.read_csv(pred_csv)
+    y, probs = pred["y_true"].to_numpy(), pred[["p_normal", "p_bacteria", "p_virus"]].to_numpy()
+    draws = {"accuracy": [], "macro_ovr_auc": []}
+    for idx in patient_resamples(pred["patient"], n_boot, seed):
+        if len(np.unique(y[idx])) < 3:
+            continue
+        draws["accuracy"].append(skm.accuracy_score(y[idx], probs[idx].argmax(1)))
+        draws["macro_ovr_auc"].append(skm.roc_auc_score(y[idx], probs[idx], multi_class="ovr", average="macro"))
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in draws.items()}
+
+
+def verdict(value: float, goal: float, direction: str, ci: list | None = None) -> str:
+    meets = (lambda v: v >= goal) if direction == ">=" else (lambda v: v <= goal)
+    if ci is None:
+        return "met" if meets(value) else "not met"
+    if meets(ci[0]) and meets(ci[1]):
+        return "met"
+    if not meets(ci[0]) and not meets(ci[1]):
+        return "not met"
+    return f"uncertain (point value {'meets' if meets(value) else 'misses'} it)"
+
+
+def targets_table(runs: dict[int, tuple[dict, dict[str, dict]]], predictions_dir: str | Path, n_boot: int = 1000,
+                  seed: int = 0, official_layout: dict | None = None) -> pd.DataFrame:
+    """One row per target: the main run's value with its 95% CI and verdict, and how many of the runs (`seed_runs`:
+    the main run first, then every comparable seed run) meet it at their point value; with `official_layout` (the
+    benchmark's `official_layout_timing.json`), the run's time and memory where issue 7 measures them as well."""
+    (main_run, main_metrics), *_ = runs.values()
+    values = {s: run_values(r, m) for s, (r, m) in runs.items()}
+    main = next(iter(values.values()))
+    binary, ternary = choose_model(main_metrics), ternary_name(main_metrics)
+    cis = {("binary", k): v for k, v in main_metrics[binary]["test_ci95"].items()}
+    if ternary:
+        cis |= {("ternary", k): v for k, v in ternary_ci(Path(predictions_dir) / f"{ternary}_test.csv",
+                                                           n_boot, seed).items()}
+    rows = []
+    for task, what, key, goal, direction in TARGETS:
+        if key not in main:
+            continue
+        value, ci = main[key], cis.get(key)
+        model = {"binary": binary, "ternary": ternary}.get(key[0], "all notebooks")
+        meet = [v[key] >= goal if direction == ">=" else v[key] <= goal for v in values.values() if key in v]
+        rows.append({"task": task, "target": f"{what} {direction} {goal:g}", "model": model,
+                     "value": value, "ci_low": ci[0] if ci else np.nan, "ci_high": ci[1] if ci else np.nan,
+                     "verdict": verdict(value, goal, direction, ci), "runs meeting it": f"{sum(meet)} of {len(meet)}"})
+    if official_layout:
+        where = f"all notebooks, with a test/ split (stand-in, commit {official_layout['git_commit']})"
+        for task, what, key, goal, direction in TARGETS:
+            if key[0] == "run":
+                value = official_layout["wall_seconds"] / 60 if key[1] == "minutes" else official_layout[key[1]]
+                rows.append({"task": task, "target": f"{what} {direction} {goal:g}", "model": where, "value": value,
+                             "ci_low": np.nan, "ci_high": np.nan, "verdict": verdict(value, goal, direction),
+                             "runs meeting it": "-"})
+    return pd.DataFrame(rows)
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for reading: value and CI in one column."""
+    fmt = lambda v, lo, hi: (f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo == lo else  # noqa: E731 (NaN: no CI)
+                             f"{v:.1f}" if v >= 10 else f"{v:.3f}")
+    return table.assign(**{"value [95% CI]": [fmt(*r) for r in zip(table["value"], table["ci_low"], table["ci_high"])]})[
+        ["task", "target", "model", "value [95% CI]", "verdict", "runs meeting it"]]

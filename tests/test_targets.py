@@ -1,0 +1,87 @@
+"""Where a run stands against issue 7's targets: the verdict reads the CI, the values are the run's own, and the
+final notebook's targets.csv must be what the runs under reports/ give."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pneumonia_cxr import report
+from pneumonia_cxr.results import choose_model, seed_runs
+from pneumonia_cxr.targets import TARGETS, shown, targets_table, ternary_ci, verdict
+from pneumonia_cxr.train import read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+
+
+def test_verdict_reads_the_whole_interval():
+    assert verdict(0.96, 0.95, ">=", [0.951, 0.97]) == "met"
+    assert verdict(0.93, 0.95, ">=", [0.90, 0.949]) == "not met"
+    assert verdict(0.96, 0.95, ">=", [0.94, 0.97]) == "uncertain (point value meets it)"
+    assert verdict(0.94, 0.95, ">=", [0.92, 0.96]) == "uncertain (point value misses it)"
+    assert verdict(44.0, 45, "<=") == "met" and verdict(53.6, 45, "<=") == "not met"
+
+
+def test_ternary_ci_resamples_patients_and_skips_draws_without_every_class(tmp_path):
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[y] * 0.8 + 0.2 / 3  # every image right
+    pred = pd.DataFrame({"patient": ["a", "a", "b", "c", "d", "e"], "y_true": y, "p_normal": probs[:, 0],
+                         "p_bacteria": probs[:, 1], "p_virus": probs[:, 2]})
+    pred.to_csv(tmp_path / "t.csv", index=False)
+    assert ternary_ci(tmp_path / "t.csv", 200) == {"accuracy": [1.0, 1.0], "macro_ovr_auc": [1.0, 1.0]}
+    pred.loc[4, ["p_normal", "p_bacteria", "p_virus"]] = [0.9, 0.05, 0.05]  # one viral image called normal: accuracy 5/6 unless not drawn
+    pred.to_csv(tmp_path / "t.csv", index=False)
+    ci = ternary_ci(tmp_path / "t.csv", 500)
+    assert ci["accuracy"][0] < 5 / 6 + 1e-9 <= ci["accuracy"][1] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def committed():
+    runs = seed_runs(REPORTS)
+    layout = REPORTS / "official_layout_timing.json"
+    run = next(iter(runs.values()))[0]
+    return runs, targets_table(runs, REPORTS / "predictions", 1000, run["seed"],
+                               read_json(layout) if layout.exists() else None)
+
+
+def test_targets_table_holds_the_main_runs_own_values_and_counts_every_run(committed):
+    runs, table = committed
+    run, metrics = next(iter(runs.values()))
+    chosen = choose_model(metrics)
+    assert len(table) >= len(TARGETS)
+    for r in table.to_dict("records"):
+        row = pd.Series(r)
+        if row.task == "normal vs pneumonia":
+            assert row.model == chosen
+            key = {"ROC": "roc_auc"}.get(row.target.split()[0], row.target.split()[0])
+            assert row.value == metrics[chosen]["test"][key]
+        elif row.task == "normal / bacterial / viral":
+            key = "accuracy" if row.target.startswith("accuracy") else "macro_ovr_auc"
+            assert row.value == metrics[row.model]["test"][key]
+        if not np.isnan(row.ci_low):
+            assert row.ci_low <= row.value <= row.ci_high, row.target
+        if row.model == "all notebooks" and "wall time" in row.target:
+            assert row.value == run["wall_seconds"] / 60
+        if row["runs meeting it"] != "-":  # out of every run read
+            assert row["runs meeting it"].endswith(f" of {len(runs)}")
+    assert shown(table)["value [95% CI]"].str.match(r"^\d").all()
+
+
+def test_a_targets_table_the_runs_no_longer_give_is_stale(tmp_path, committed):
+    if not (REPORTS / "metrics" / "targets.csv").exists():
+        pytest.fail("reports/metrics/targets.csv missing: run the final notebook")
+    shutil.copytree(REPORTS / "metrics", tmp_path / "metrics")
+    shutil.copytree(REPORTS / "predictions", tmp_path / "predictions")
+    for seed in (REPORTS / "seeds").glob("*/metrics"):
+        shutil.copytree(seed, tmp_path / "seeds" / seed.parent.name / "metrics")
+    if (REPORTS / "official_layout_timing.json").exists():
+        shutil.copy(REPORTS / "official_layout_timing.json", tmp_path)
+    assert not [p for p in report.stale_results(tmp_path) if "targets.csv" in p]
+    table = pd.read_csv(tmp_path / "metrics" / "targets.csv")
+    table.loc[0, "value"] += 0.01  # a run re-made after the final notebook read it
+    table.to_csv(tmp_path / "metrics" / "targets.csv", index=False)
+    assert [p for p in report.stale_results(tmp_path) if "targets.csv: differs" in p]
+    assert "| normal vs pneumonia | ROC AUC >= 0.98 |" in report.results_markdown(tmp_path)
