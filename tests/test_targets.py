@@ -36,6 +36,8 @@ def test_ternary_ci_resamples_patients_and_skips_draws_without_every_class(tmp_p
     pred.to_csv(tmp_path / "t.csv", index=False)
     ci = ternary_ci(tmp_path / "t.csv", 500)
     assert ci["accuracy"][0] < 5 / 6 + 1e-9 <= ci["accuracy"][1] <= 1.0
+    pred[pred["y_true"] < 2].to_csv(tmp_path / "t.csv", index=False)  # no viral image: no resample has every class
+    assert np.isnan(ternary_ci(tmp_path / "t.csv", 50)["accuracy"]).all()
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,7 @@ def test_a_targets_table_the_runs_no_longer_give_is_stale(tmp_path, committed):
     table.to_csv(tmp_path / "metrics" / "targets.csv", index=False)
     assert [p for p in report.stale_results(tmp_path) if "targets.csv: differs" in p]
     assert "| normal vs pneumonia | ROC AUC >= 0.98 |" in report.results_markdown(tmp_path)
+
+
+def test_without_a_ci_the_value_decides():
+    assert verdict(0.9, 0.86, ">=", [np.nan, np.nan]) == "met" and verdict(0.8, 0.86, ">=", None) == "not met"

@@ -67,12 +67,13 @@ def ternary_ci(pred_csv: str | Path, n_boot: int = 1000, seed: int = 0, level: f
         draws["accuracy"].append(skm.accuracy_score(y[idx], probs[idx].argmax(1)))
         draws["macro_ovr_auc"].append(skm.roc_auc_score(y[idx], probs[idx], multi_class="ovr", average="macro"))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in draws.items()}
+    return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else [np.nan, np.nan]
+            for k, v in draws.items()}
 
 
 def verdict(value: float, goal: float, direction: str, ci: list | None = None) -> str:
     meets = (lambda v: v >= goal) if direction == ">=" else (lambda v: v <= goal)
-    if ci is None:
+    if ci is None or np.isnan(ci).any():  # no CI (a time, a memory; or no resample held every class)
         return "met" if meets(value) else "not met"
     if meets(ci[0]) and meets(ci[1]):
         return "met"
@@ -86,7 +87,7 @@ def targets_table(runs: dict[int, tuple[dict, dict[str, dict]]], predictions_dir
     """One row per target: the main run's value with its 95% CI and verdict, and how many of the runs (`seed_runs`:
     the main run first, then every comparable seed run) meet it at their point value; with `official_layout` (the
     benchmark's `official_layout_timing.json`), the run's time and memory where issue 7 measures them as well."""
-    (main_run, main_metrics), *_ = runs.values()
+    _, main_metrics = next(iter(runs.values()))
     values = {s: run_values(r, m) for s, (r, m) in runs.items()}
     main = next(iter(values.values()))
     binary, ternary = choose_model(main_metrics), ternary_name(main_metrics)
