@@ -65,8 +65,9 @@ def test_targets_table_holds_the_main_runs_own_values_and_counts_every_run(commi
             assert row.value == metrics[row.model]["test"][key]
         if not np.isnan(row.ci_low):
             assert row.ci_low <= row.value <= row.ci_high, row.target
-        if row.model == "all notebooks" and "wall time" in row.target:
-            assert row.value == run["wall_seconds"] / 60
+        if row.model == "all notebooks" and "wall time" in row.target:  # all but the final notebook, which reads it
+            others = sum(v["seconds"] for nb, v in run["notebooks"].items() if nb != "final_notebook")
+            assert row.value == others / 60 < run["wall_seconds"] / 60
         if row["runs meeting it"] != "-":  # out of every run read
             assert row["runs meeting it"].endswith(f" of {len(runs)}")
     assert shown(table)["value [95% CI]"].str.match(r"^\d").all()

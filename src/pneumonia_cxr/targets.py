@@ -28,7 +28,7 @@ TARGETS = [
     ("normal vs pneumonia", "specificity at the validation-chosen threshold", ("binary", "specificity"), 0.85, ">="),
     ("normal / bacterial / viral", "accuracy", ("ternary", "accuracy"), 0.86, ">="),
     ("normal / bacterial / viral", "macro one-vs-rest AUC", ("ternary", "macro_ovr_auc"), 0.94, ">="),
-    ("run", "wall time of the notebooks, min", ("run", "minutes"), 45, "<="),
+    ("run", "wall time of notebooks 01-07, min", ("run", "minutes"), 45, "<="),
     ("run", "peak memory, MB", ("run", "peak_memory_mb"), 4 * MB_PER_GB, "<="),
 ]
 
@@ -48,8 +48,10 @@ def run_values(run: dict, metrics: dict[str, dict]) -> dict[tuple[str, str], flo
     if ternary:
         for key in ("accuracy", "macro_ovr_auc"):
             values[("ternary", key)] = metrics[ternary]["test"][key]
-    if run.get("wall_seconds"):
-        values[("run", "minutes")] = run["wall_seconds"] / 60
+    # notebooks 01-07: the final notebook (about half a minute) reads this file, and its own run would move the value
+    seconds = [v["seconds"] for nb, v in run.get("notebooks", {}).items() if nb != "final_notebook"]
+    if seconds:
+        values[("run", "minutes")] = sum(seconds) / 60
     if run.get("peak_memory_mb"):
         values[("run", "peak_memory_mb")] = run["peak_memory_mb"]
     return values
