@@ -102,16 +102,17 @@ def targets_table(runs: dict[int, tuple[dict, dict[str, dict]]], predictions_dir
         if key not in main:
             continue
         value, ci = main[key], cis.get(key)
-        model = {"binary": binary, "ternary": ternary}.get(key[0], "all notebooks")
+        model = {"binary": binary, "ternary": ternary}.get(key[0], "this run")
         meet = [v[key] >= goal if direction == ">=" else v[key] <= goal for v in values.values() if key in v]
         rows.append({"task": task, "target": f"{what} {direction} {goal:g}", "model": model,
                      "value": value, "ci_low": ci[0] if ci else np.nan, "ci_high": ci[1] if ci else np.nan,
                      "verdict": verdict(value, goal, direction, ci), "runs meeting it": f"{sum(meet)} of {len(meet)}"})
     if official_layout:
-        where = f"all notebooks, with a test/ split (stand-in, commit {official_layout['git_commit']})"
+        where = f"a run with a test/ split (stand-in, commit {official_layout['git_commit']})"
+        seconds = [s for nb, s in official_layout["notebook_seconds"].items() if nb != "final_notebook"]
         for task, what, key, goal, direction in TARGETS:
             if key[0] == "run":
-                value = official_layout["wall_seconds"] / 60 if key[1] == "minutes" else official_layout[key[1]]
+                value = sum(seconds) / 60 if key[1] == "minutes" else official_layout[key[1]]
                 rows.append({"task": task, "target": f"{what} {direction} {goal:g}", "model": where, "value": value,
                              "ci_low": np.nan, "ci_high": np.nan, "verdict": verdict(value, goal, direction),
                              "runs meeting it": "-"})
