@@ -292,9 +292,12 @@ def shift_summary(table: pd.DataFrame) -> dict:
     }
 
 
-def shift_predictions(predict, images, y_true) -> pd.DataFrame:
-    """The model's probabilities for every image (rows) under every acquisition shift (columns)."""
-    return pd.DataFrame({name: np.asarray(predict(apply_shift(images, name, y_true))).reshape(-1) for name in SHIFTS})
+def shift_predictions(predict, images, y_true, given: dict | None = None) -> pd.DataFrame:
+    """The model's probabilities for every image (rows) under every acquisition shift (columns); `given`: columns
+    already predicted (the unshifted images', say), taken as they are instead of predicted again."""
+    given = given or {}
+    return pd.DataFrame({name: np.asarray(given[name] if name in given else predict(apply_shift(images, name, y_true)))
+                         .reshape(-1) for name in SHIFTS})
 
 
 def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625) -> pd.DataFrame:

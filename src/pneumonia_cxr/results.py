@@ -37,23 +37,38 @@ def predict_binary(model, images: np.ndarray, batch_size: int = 64) -> np.ndarra
     return model.predict(make_dataset(images, None, batch_size), verbose=0).ravel()
 
 
-def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: dict, models_dir,
+def _per_image(rows: pd.DataFrame, y, shifted: pd.DataFrame) -> pd.DataFrame:
+    """A `*_shifts.csv`: each image's probabilities under every shift, beside its path, patient and label."""
+    return pd.concat([rows[["relpath", "patient"]].reset_index(drop=True), pd.DataFrame({"y_true": y}),
+                      shifted.reset_index(drop=True)], axis=1)
+
+
+def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: dict, models_dir, shifts=None,
                            **extra) -> tuple[dict, pd.DataFrame]:
     """The end of every binary model's notebook, in the order that keeps test out of every choice:
 
     threshold on validation -> validation under acquisition shifts (what `choose_model` ranks on) -> save
     with that threshold -> reload in safe mode (must predict the same) -> predict the test split once ->
     metrics with CIs -> the test split under the same shifts (per image, and the robustness table).
+    `shifts(split, raw_images, y)`, if given, makes the shifted predictions instead of the model (the ensemble
+    averages its members' saved ones); its unshifted column must be what the model predicts.
     """
     x_va, y_va, rows_va = data.split("val")
     p_va = predict_binary(model, x_va)
     threshold = choose_threshold(y_va, p_va, cfg["target_sensitivity"])
-    # a shift happens to the image as acquired, before the preprocessing (the thorax scale) sees it
-    shifted = shift_predictions(lambda x: predict_binary(model, data.preprocess(x)), data.split("val", raw=True)[0], y_va)
+
+    def under_shifts(split, predictor, p_unshifted):
+        raw, y = data.split(split, raw=True)[0], data.split(split)[1]
+        if shifts is None:  # a shift happens to the image as acquired, before the preprocessing (thorax scale)
+            return shift_predictions(lambda x: predict_binary(predictor, data.preprocess(x)), raw, y,
+                                     given={"none": p_unshifted})
+        shifted = shifts(split, raw, y)
+        assert np.allclose(shifted["none"], p_unshifted, atol=1e-5), f"{name}: shifted predictions of another model"
+        return shifted
+
+    shifted = under_shifts("val", model, p_va)
     # kept per image, so the final notebook can bootstrap how sure the model choice is
-    write_csv(dirs["predictions"] / f"{name}_val_shifts.csv",
-              pd.concat([rows_va[["relpath", "patient"]].reset_index(drop=True), pd.DataFrame({"y_true": y_va}),
-                         shifted], axis=1), EXACT_FLOATS)
+    write_csv(dirs["predictions"] / f"{name}_val_shifts.csv", _per_image(rows_va, y_va, shifted), EXACT_FLOATS)
     val_shifts = shift_metrics(shifted, y_va, threshold)
     write_csv(dirs["metrics"] / f"{name}_val_robustness.csv", val_shifts)
     path = save_model(model, Path(models_dir) / f"{name}.keras", image_size=cfg["image_size"], resize="squash",
@@ -62,17 +77,15 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
     reloaded, _ = load_model(path)
     assert np.allclose(predict_binary(reloaded, x_va), p_va, atol=1e-5), f"{path}: reloaded model predicts differently"
     x_te, y_te, rows_te = data.split("test")
-    result = record_binary(name, p_va, predict_binary(reloaded, x_te), data, dirs, cfg, model_file=str(path),
-                           image_size=cfg["image_size"], val_under_shifts=shift_summary(val_shifts), **extra)
+    p_te = predict_binary(reloaded, x_te)
+    result = record_binary(name, p_va, p_te, data, dirs, cfg, model_file=str(path), image_size=cfg["image_size"],
+                           val_under_shifts=shift_summary(val_shifts), **extra)
     assert_consistent(result["test"])
     assert_consistent(result["val"])
     assert result["threshold"] == threshold
-    shifted_te = shift_predictions(lambda x: predict_binary(reloaded, data.preprocess(x)),
-                                   data.split("test", raw=True)[0], y_te)
+    shifted_te = under_shifts("test", reloaded, p_te)
     # kept per image, so notebook 07 reads the ensemble's instead of predicting them again
-    write_csv(dirs["predictions"] / f"{name}_test_shifts.csv",
-              pd.concat([rows_te[["relpath", "patient"]].reset_index(drop=True), pd.DataFrame({"y_true": y_te}),
-                         shifted_te], axis=1), EXACT_FLOATS)
+    write_csv(dirs["predictions"] / f"{name}_test_shifts.csv", _per_image(rows_te, y_te, shifted_te), EXACT_FLOATS)
     robustness = shift_metrics(shifted_te, y_te, threshold)
     write_csv(dirs["metrics"] / f"{name}_robustness.csv", robustness)
     return result, robustness
