@@ -240,3 +240,18 @@ def test_predictions_read_back_give_the_same_calls_at_the_saved_threshold(tmp_pa
     for t in map(float, p[:100]):  # any threshold taken from the probabilities themselves
         assert ((p_back >= t) == (p >= t)).all(), t
     assert binary_metrics(y_back, p_back, threshold)["sensitivity"] == binary_metrics(y, p, threshold)["sensitivity"] >= 0.95
+
+
+def test_shift_predictions_takes_given_columns_as_they_are_and_predicts_the_rest():
+    from pneumonia_cxr.evaluate import SHIFTS, shift_predictions
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (6, 32, 32)).astype(np.uint8), np.array([0, 1, 0, 1, 0, 1])
+    calls = []
+    predict = lambda im: calls.append(1) or im.mean((1, 2)) / 255  # noqa: E731
+    full = shift_predictions(predict, x, y)
+    assert len(calls) == len(SHIFTS) and list(full.columns) == list(SHIFTS)
+    calls.clear()
+    given = shift_predictions(predict, x, y, given={"none": np.full(6, 0.5)})
+    assert len(calls) == len(SHIFTS) - 1, "the unshifted images are not predicted again"
+    assert (given["none"] == 0.5).all() and given.drop(columns="none").equals(full.drop(columns="none"))
