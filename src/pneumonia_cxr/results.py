@@ -64,7 +64,7 @@ def save_and_record_binary(name: str, model, data: XrayData, dirs: dict, cfg: di
                                      given={"none": p_unshifted})
         shifted = shifts(split, raw, y)
         assert np.allclose(shifted["none"], p_unshifted, atol=1e-5), f"{name}: shifted predictions of another model"
-        return shifted
+        return shifted.assign(none=p_unshifted)  # the model's own, which the threshold was chosen on
 
     shifted = under_shifts("val", model, p_va)
     # kept per image, so the final notebook can bootstrap how sure the model choice is
