@@ -38,6 +38,11 @@ def ternary_name(metrics: dict[str, dict]) -> str | None:
     return next((n for n in (REPORTED_TERNARY, "ternary") if n in metrics), None)
 
 
+def minutes_01_07(seconds: dict[str, float]) -> float:
+    """Minutes of every notebook but the final one, which reads run.json: its own run must not move a row it writes."""
+    return sum(s for nb, s in seconds.items() if nb != "final_notebook") / 60
+
+
 def run_values(run: dict, metrics: dict[str, dict]) -> dict[tuple[str, str], float]:
     """Every targeted value of one run, on its own test split: its own chosen binary model, its reported ternary
     decision, and its time and peak memory (`run.json`)."""
@@ -48,10 +53,8 @@ def run_values(run: dict, metrics: dict[str, dict]) -> dict[tuple[str, str], flo
     if ternary:
         for key in ("accuracy", "macro_ovr_auc"):
             values[("ternary", key)] = metrics[ternary]["test"][key]
-    # notebooks 01-07: the final notebook (about half a minute) reads this file, and its own run would move the value
-    seconds = [v["seconds"] for nb, v in run.get("notebooks", {}).items() if nb != "final_notebook"]
-    if seconds:
-        values[("run", "minutes")] = sum(seconds) / 60
+    if run.get("notebooks"):
+        values[("run", "minutes")] = minutes_01_07({nb: v["seconds"] for nb, v in run["notebooks"].items()})
     if run.get("peak_memory_mb"):
         values[("run", "peak_memory_mb")] = run["peak_memory_mb"]
     return values
@@ -109,10 +112,10 @@ def targets_table(runs: dict[int, tuple[dict, dict[str, dict]]], predictions_dir
                      "verdict": verdict(value, goal, direction, ci), "runs meeting it": f"{sum(meet)} of {len(meet)}"})
     if official_layout:
         where = f"a run with a test/ split (stand-in, commit {official_layout['git_commit']})"
-        seconds = [s for nb, s in official_layout["notebook_seconds"].items() if nb != "final_notebook"]
         for task, what, key, goal, direction in TARGETS:
             if key[0] == "run":
-                value = sum(seconds) / 60 if key[1] == "minutes" else official_layout[key[1]]
+                value = (minutes_01_07(official_layout["notebook_seconds"]) if key[1] == "minutes"
+                         else official_layout[key[1]])
                 rows.append({"task": task, "target": f"{what} {direction} {goal:g}", "model": where, "value": value,
                              "ci_low": np.nan, "ci_high": np.nan, "verdict": verdict(value, goal, direction),
                              "runs meeting it": "-"})
