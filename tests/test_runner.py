@@ -1,6 +1,7 @@
 """The runner as a DAG: which notebooks are out of date (their own code changed, or results they read were made again
 since), and `--stale`, which runs just those, in order, and records what each one read."""
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def test_stale_refuses_to_mix_runs(tmp_path, capsys):
     args = ["--stale", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path)]
     assert runner.main(args) == 2 and "seed 7" in capsys.readouterr().err
     assert runner.main([*args, "--seed", "7"]) == 0 and "nothing to run" in capsys.readouterr().out
+
+
+def test_injected_folders_inside_the_repository_are_relative_to_the_notebook(tmp_path):
+    """An executed notebook in git names `../reports`, not the folder of whoever ran it; data elsewhere stays whole."""
+    from pneumonia_cxr.provenance import ROOT
+
+    args = argparse.Namespace(profile="full", data_dir=str(tmp_path), cache_dir=str(ROOT / "data" / "cache"),
+                              output_dir=str(ROOT / "reports" / "seeds" / "7"), models_dir=str(ROOT / "models"),
+                              weights_dir=None, seed=7)
+    in_notebooks = runner.parameters(args, ROOT / "notebooks")
+    assert in_notebooks["output_dir"] == "../reports/seeds/7" and in_notebooks["cache_dir"] == "../data/cache"
+    assert in_notebooks["data_dir"] == str(tmp_path.resolve()) and "weights_dir" not in in_notebooks
+    assert runner.parameters(args, ROOT)["models_dir"] == "models"  # the final notebook runs at the top
+    assert runner.parameters(args)["output_dir"] == str(ROOT / "reports" / "seeds" / "7"), "run.json keeps it whole"

@@ -72,17 +72,24 @@ def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS) -> dict[str, str]:
     return stale
 
 
-def parameters(args) -> dict:
+def parameters(args, cwd: Path | None = None) -> dict:
+    """The parameters papermill injects. With `cwd` (the notebook's folder), a folder inside the repository is given
+    relative to it (`../reports`), so an executed notebook in git names no one's machine; others stay absolute."""
+
+    def where(folder) -> str:
+        path = Path(folder).resolve()
+        return os.path.relpath(path, cwd) if cwd is not None and path.is_relative_to(ROOT) else str(path)
+
     p = {
         "profile": args.profile,
-        "data_dir": str(Path(args.data_dir).resolve()),
-        "cache_dir": str(Path(args.cache_dir).resolve()),
-        "output_dir": str(Path(args.output_dir).resolve()),
-        "models_dir": str(Path(args.models_dir).resolve()),
+        "data_dir": where(args.data_dir),
+        "cache_dir": where(args.cache_dir),
+        "output_dir": where(args.output_dir),
+        "models_dir": where(args.models_dir),
         "seed": args.seed,
     }
     if args.weights_dir:
-        p["weights_dir"] = str(Path(args.weights_dir).resolve())
+        p["weights_dir"] = where(args.weights_dir)
     return p
 
 
@@ -199,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         print(f"[{i}/{len(notebooks)}] {nb} -> {dst}", flush=True)
         code = code_fingerprint(nb)  # before papermill rewrites the notebook
+        run_in = dst.parent if args.prepare_only else src.parent  # nbval runs a prepared copy where it lies
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(src), str(dst), parameters=params, cwd=str(src.parent), kernel_name="python3",
+                str(src), str(dst), parameters=parameters(args, run_in), cwd=str(src.parent), kernel_name="python3",
                 prepare_only=args.prepare_only, progress_bar=False, log_output=False,
                 request_save_on_cell_execute=True,
             )
