@@ -114,7 +114,8 @@ def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_timing(tmp_
                                                       "text/plain": f"<pandas.io.formats.style.Styler at {address}>"},
                                    execution_count=2),
             nbformat.v4.new_output("display_data", {"text/plain": f"<Figure at {address}>"})])  # nothing richer
-        book = nbformat.v4.new_notebook(cells=[shown, styled, cell], metadata={"papermill": {"duration": seconds}})
+        book = nbformat.v4.new_notebook(cells=[shown, styled, cell], metadata={"papermill": {
+            "duration": seconds, "input_path": f"/home/{random_id}/nb.ipynb", "output_path": f"/tmp/{random_id}.ipynb"}})
         path = tmp_path / f"{random_id}.ipynb"
         nbformat.write(book, str(path))
         clean_notebook(path)
@@ -126,3 +127,4 @@ def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_timing(tmp_
     assert first == executed("62775f5a", 2.5, "0x7f66de49b0d0")
     assert '"id": "kept"' in first and '"execute_result"' in first
     assert '"execution_count": 1' in first and "duration" not in first  # nbval needs the count of a cell that ran
+    assert "input_path" not in first and "output_path" not in first

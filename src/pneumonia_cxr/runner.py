@@ -111,7 +111,8 @@ def _smaller_png(b64: str) -> str:
 
 
 def clean_notebook(path: str | Path) -> None:
-    """nbdev-style tidy: drop TF's C++ start-up chatter and timing metadata (run.json keeps each notebook's seconds);
+    """nbdev-style tidy: drop TF's C++ start-up chatter, timing metadata (run.json keeps each notebook's seconds) and
+    papermill's record of the absolute paths the notebook was read from and written to;
     shrink figures; drop a plain-text "<object at 0x...>" beside a richer output; give the cell papermill injects a
     fixed id instead of a random one (a re-run then changes only what the run changed). Execution counts stay: nbval
     takes a cell with outputs and no count for an unrun one."""
@@ -135,9 +136,8 @@ def clean_notebook(path: str | Path) -> None:
                 del out.data["text/plain"]  # a memory address, new on every run; the HTML beside it is the output
             kept.append(out)
         cell.outputs = kept
-    book.metadata.get("papermill", {}).pop("start_time", None)
-    book.metadata.get("papermill", {}).pop("end_time", None)
-    book.metadata.get("papermill", {}).pop("duration", None)
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path"):  # a moment and a machine's paths
+        book.metadata.get("papermill", {}).pop(key, None)
     nbformat.write(book, str(path))
 
 
