@@ -8,7 +8,9 @@ training images (234 normal, 242 bacterial, 148 viral, as the official test) re-
 so that no duplicate or patient check drops them from the pool. The stand-in's test metrics mean nothing (its test
 images are copies of training images): only the time, the memory and the sizes of the splits are kept.
 
-    python benchmarks/official_layout.py   # 45-55 minutes on 2 cores; writes reports/official_layout_timing.json
+    python benchmarks/official_layout.py   # 40-55 minutes on 2 cores; writes reports/official_layout_timing.json
+
+Each new measurement keeps the earlier ones of that file, in brief (`earlier`, newest first).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import random
 import subprocess
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 from PIL import Image
 
 from pneumonia_cxr.data.discover import parse_subtype
+from pneumonia_cxr.targets import minutes_01_07
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -55,6 +59,17 @@ def stand_in_dataset(release: Path, root: Path, counts: dict[str, int] = OFFICIA
     return out
 
 
+def earlier_measurements(out: Path) -> list[dict]:
+    """The measurements `out` already holds, newest first, in brief: one timing says little on shared machines whose
+    speed varies by a fifth from day to day, so each new one keeps the ones before it."""
+    if not out.exists():
+        return []
+    previous = json.loads(out.read_text())
+    brief = {k: previous[k] for k in ("git_commit", "date", "cpu", "wall_seconds", "peak_memory_mb") if k in previous}
+    brief["minutes_01_07"] = round(minutes_01_07(previous["notebook_seconds"]), 1)
+    return [brief, *previous.get("earlier", [])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--release", default=SHARED / "data" / "chest_xray_224", type=Path)
@@ -80,7 +95,9 @@ def main(argv=None) -> int:
               "images": {split: sum(c.values()) for split, c in splits.items()}, "test_images_evaluated": tested,
               **{k: run[k] for k in ("profile", "git_commit", "wall_seconds", "peak_memory_mb", "cpu_count")},
               "cpu": next(iter(run["notebooks"].values()))["cpu"],
-              "notebook_seconds": {nb: entry["seconds"] for nb, entry in run["notebooks"].items()}}
+              "notebook_seconds": {nb: entry["seconds"] for nb, entry in run["notebooks"].items()},
+              "date": date.today().isoformat()}
+    result["earlier"] = earlier_measurements(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".tmp")
     tmp_out.write_text(json.dumps(result, indent=1) + "\n")

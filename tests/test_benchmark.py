@@ -71,3 +71,19 @@ def test_official_layout_stand_in_keeps_the_pool_and_adds_a_test_split_nothing_d
 
     assert not {pixels(p) for p in test} & {pixels(p) for p in pool}
     assert not any(p.is_symlink() for p in test) and all(p.is_symlink() for p in (data / "train").glob("*/*.jpeg"))
+
+
+def test_official_layout_keeps_the_earlier_measurements_newest_first(tmp_path):
+    """A new timing does not wipe the ones before it: shared hosts vary too much for one to stand alone."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from official_layout import earlier_measurements
+
+    out = tmp_path / "timing.json"
+    assert earlier_measurements(out) == []
+    out.write_text(json.dumps({"git_commit": "b", "date": "2026-11-26", "cpu": "c", "wall_seconds": 2600.0,
+                               "peak_memory_mb": 3300.0, "notebook_seconds": {"03": 1500.0, "final_notebook": 30.0},
+                               "earlier": [{"git_commit": "a", "minutes_01_07": 53.1}]}))
+    kept = earlier_measurements(out)
+    assert [m["git_commit"] for m in kept] == ["b", "a"] and kept[0]["minutes_01_07"] == 25.0

@@ -155,7 +155,15 @@ def official_layout_sentence(timing: dict, eda: dict) -> str:
     return (f"With an official test/ split (a stand-in, `make official-layout`, `reports/official_layout_timing.json`): "
             f"{timing['wall_seconds'] / 60:.1f} min, peak memory {timing['peak_memory_mb']:.0f} MB, training on "
             f"{timing['images']['train']:,} images instead of {here:,} (commit {timing['git_commit']}; "
-            f"{timing['cpu_count']} CPU cores, {timing['cpu']}).")
+            f"{timing['cpu_count']} CPU cores, {timing['cpu']})." + earlier_sentence(timing.get("earlier", [])))
+
+
+def earlier_sentence(earlier: list[dict]) -> str:
+    """The benchmark's earlier measurements, newest first: how much one host's day moves the time."""
+    if not earlier:
+        return ""
+    each = [f"{m['minutes_01_07']:.1f} min ({m['git_commit']}{', ' + m['date'] if 'date' in m else ''})" for m in earlier]
+    return f" Earlier measurements of notebooks 01-07 there, newest first: {', '.join(each)}."
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
