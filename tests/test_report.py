@@ -187,8 +187,10 @@ def test_official_layout_sentence_puts_its_time_beside_the_training_size_here():
     line = report.official_layout_sentence(timing, eda)
     assert "44.0 min, peak memory 3432 MB, training on 4,434 images instead of 3,775" in line
     assert "(commit abc1234; 2 CPU cores, Some CPU)" in line
-    assert "Earlier" not in line
+    assert "earlier" not in line
+    timing["notebook_seconds"] = {"03_scratch_cnn": 2400.0, "07_ensemble": 210.0, "final_notebook": 30.0}
     timing["earlier"] = [{"git_commit": "def5678", "date": "2026-11-20", "minutes_01_07": 42.34},
                          {"git_commit": "0123abc", "minutes_01_07": 53.1}]
     line = report.official_layout_sentence(timing, eda)
-    assert line.endswith("newest first: 42.3 min (def5678, 2026-11-20), 53.1 min (0123abc).")
+    assert line.endswith("Notebooks 01-07 took 43.5 min there; earlier measurements, newest first: "
+                         "42.3 min (def5678, 2026-11-20), 53.1 min (0123abc).")

@@ -26,7 +26,7 @@ from .config import settings
 from .published import anchors_sentence
 from .results import binary_table, choose_model, load_metrics, seed_runs, seed_table, ternary_table
 from .runner import NOTEBOOKS, out_of_date
-from .targets import shown, targets_table
+from .targets import minutes_01_07, shown, targets_table
 from .ternary import summary_by_model
 from .train import read_json
 
@@ -155,15 +155,18 @@ def official_layout_sentence(timing: dict, eda: dict) -> str:
     return (f"With an official test/ split (a stand-in, `make official-layout`, `reports/official_layout_timing.json`): "
             f"{timing['wall_seconds'] / 60:.1f} min, peak memory {timing['peak_memory_mb']:.0f} MB, training on "
             f"{timing['images']['train']:,} images instead of {here:,} (commit {timing['git_commit']}; "
-            f"{timing['cpu_count']} CPU cores, {timing['cpu']})." + earlier_sentence(timing.get("earlier", [])))
+            f"{timing['cpu_count']} CPU cores, {timing['cpu']})." + series_sentence(timing))
 
 
-def earlier_sentence(earlier: list[dict]) -> str:
-    """The benchmark's earlier measurements, newest first: how much one host's day moves the time."""
-    if not earlier:
+def series_sentence(timing: dict) -> str:
+    """Notebooks 01-07 in this measurement and the benchmark's earlier ones, newest first: one host's day moves the
+    time by a fifth, so one number alone says little."""
+    if not timing.get("earlier"):
         return ""
-    each = [f"{m['minutes_01_07']:.1f} min ({m['git_commit']}{', ' + m['date'] if 'date' in m else ''})" for m in earlier]
-    return f" Earlier measurements of notebooks 01-07 there, newest first: {', '.join(each)}."
+    each = [f"{m['minutes_01_07']:.1f} min ({m['git_commit']}{', ' + m['date'] if 'date' in m else ''})"
+            for m in timing["earlier"]]
+    return (f" Notebooks 01-07 took {minutes_01_07(timing['notebook_seconds']):.1f} min there; earlier measurements, "
+            f"newest first: {', '.join(each)}.")
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
