@@ -18,7 +18,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis seed-check refresh summary demo benchmark official-layout decode-check clean
+.PHONY: all test unit nbval venv analysis seed-check refresh summary demo benchmark official-layout decode-check aspect-ablation clean
 
 all: analysis
 
@@ -78,6 +78,10 @@ official-layout: venv
 
 decode-check: venv
 	$(PY) benchmarks/decode_consistency.py
+
+# Notebook 03's aspect-offset ablation (validation only), kept out of the timed profile; after notebook 03
+aspect-ablation: venv
+	$(PY) benchmarks/aspect_offset_ablation.py --data-dir $(DATA)
 
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)

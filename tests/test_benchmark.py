@@ -87,3 +87,30 @@ def test_official_layout_keeps_the_earlier_measurements_newest_first(tmp_path):
                                "earlier": [{"git_commit": "a", "minutes_01_07": 53.1}]}))
     kept = earlier_measurements(out)
     assert [m["git_commit"] for m in kept] == ["b", "a"] and kept[0]["minutes_01_07"] == 25.0
+
+
+@pytest.mark.real_data
+def test_aspect_offset_ablation_sits_beside_notebook_03s_model_on_validation(real_224, tmp_path):
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from aspect_offset_ablation import SHIFTS, WITH, WITHOUT, main
+
+    reports = tmp_path / "reports"
+    args = ["--data-dir", str(real_224), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(reports),
+            "--profile", "smoke"]
+    with pytest.raises(SystemExit, match="scratch_cnn_val_robustness.csv: not found; run notebook 03 first"):
+        main(args)
+    (reports / "metrics").mkdir(parents=True)
+    scratch = pd.DataFrame({"shift": SHIFTS + ["blur r=1.5"], "roc_auc": 0.9, "sensitivity": 0.95,
+                            "specificity": [0.8, 0.5, 0.7, 0.6, 0.1]})
+    scratch.to_csv(reports / "metrics" / "scratch_cnn_val_robustness.csv", index=False)
+    assert main(args) == 0
+    table = pd.read_csv(reports / "metrics" / "aspect_offset_ablation.csv")
+    assert table["model"].unique().tolist() == [WITHOUT, WITH]
+    assert table.loc[table["model"] == WITH, "shift"].tolist() == SHIFTS
+    assert table.loc[table["model"] == WITHOUT, "specificity"].tolist() == [0.8, 0.5, 0.7, 0.6]  # notebook 03's rows
+    offset = table.loc[table["model"] == WITH, ["roc_auc", "sensitivity", "specificity"]]
+    assert offset.notna().all().all() and ((offset >= 0) & (offset <= 1)).all().all()
+    assert (table["epochs"] == 1).all() and (table["kept_epoch"] == 1).all()  # the smoke profile's ablation_epochs
+    assert (table["seed"] == 42).all()

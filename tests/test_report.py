@@ -194,3 +194,22 @@ def test_official_layout_sentence_puts_its_time_beside_the_training_size_here():
     line = report.official_layout_sentence(timing, eda)
     assert line.endswith("Notebooks 01-07 took 43.5 min there; earlier measurements, newest first: "
                          "42.3 min (def5678, 2026-11-20), 53.1 min (0123abc).")
+
+
+def test_an_ablation_made_beside_another_scratch_cnn_is_stale(tmp_path):
+    import pandas as pd
+
+    assert report.stale_ablation(tmp_path) == []  # never made: nothing to be stale
+    shifts = ["none", "aspect swapped"]
+    scratch = pd.DataFrame({"shift": shifts + ["blur r=1.5"], "roc_auc": [0.99, 0.98, 0.97],
+                            "sensitivity": 0.95, "specificity": [0.9, 0.8, 0.7]})
+    scratch.to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)
+    ablation = pd.concat([scratch.iloc[:2].assign(model="no offset (scratch_cnn)"),
+                          scratch.iloc[:2].assign(model="with the offset (ablation)", specificity=[0.5, 0.4])])
+    ablation.to_csv(tmp_path / "aspect_offset_ablation.csv", index=False)
+    assert report.stale_ablation(tmp_path) == []
+    scratch.assign(specificity=[0.9, 0.81, 0.7]).to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)
+    problems = report.stale_ablation(tmp_path)  # notebook 03 made again with another model since
+    assert len(problems) == 1 and "run `make aspect-ablation` again" in problems[0]
+    (tmp_path / "scratch_cnn_val_robustness.csv").unlink()
+    assert "run notebook 03" in report.stale_ablation(tmp_path)[0]

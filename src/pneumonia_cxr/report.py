@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import settings
@@ -174,7 +175,8 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
     of the main run or of another seed's run that is out of date (`runner.out_of_date`: its code, or a module it loads,
     changed since it ran, or it read results another notebook has since made again), a run of another seed that the
     final notebook would skip, and a seed table or a targets table (the final notebook's `seed_table.csv`,
-    `targets.csv`) that differs from what those runs give now, i.e. the final notebook last ran before them."""
+    `targets.csv`) that differs from what those runs give now, i.e. the final notebook last ran before them; and the
+    aspect-offset ablation that notebook 03 shows, if made beside another scratch CNN (`stale_ablation`)."""
     metrics_dir = Path(reports_dir) / "metrics"
     if not (metrics_dir / "run.json").exists():
         return [f"{metrics_dir / 'run.json'}: missing (no complete run)"]
@@ -203,7 +205,24 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
                                  main_run["seed"], read_json(layout) if layout.exists() else None)
         if targets.read_text() != expected.to_csv(index=False):
             problems.append(f"{targets}: differs from what the runs under {reports_dir} give; run the final notebook again")
-    return problems
+    return problems + stale_ablation(metrics_dir)
+
+
+def stale_ablation(metrics_dir: str | Path) -> list[str]:
+    """`aspect_offset_ablation.csv` (`benchmarks/aspect_offset_ablation.py`, shown by notebook 03) made beside another
+    scratch CNN than the one of this run: its copy of notebook 03's rows must match `scratch_cnn_val_robustness.csv`."""
+    ablation, scratch = Path(metrics_dir) / "aspect_offset_ablation.csv", Path(metrics_dir) / "scratch_cnn_val_robustness.csv"
+    if not ablation.exists():
+        return []
+    table = pd.read_csv(ablation)
+    copied = table[table["model"].str.contains("(scratch_cnn)", regex=False)].set_index("shift")
+    columns = ["roc_auc", "sensitivity", "specificity"]
+    if not scratch.exists() or copied.empty:
+        return [f"{ablation}: no scratch CNN to compare it with; run notebook 03, then `make aspect-ablation`"]
+    now = pd.read_csv(scratch).set_index("shift").reindex(copied.index)[columns]
+    if not np.allclose(copied[columns].to_numpy(float), now.to_numpy(float), atol=1e-9, equal_nan=False):
+        return [f"{ablation}: made beside another scratch CNN than {scratch.name} shows; run `make aspect-ablation` again"]
+    return []
 
 
 def render_readme(readme: str, reports_dir="reports") -> str:
