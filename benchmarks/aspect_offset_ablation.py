@@ -52,6 +52,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"{scratch}: no row for {missing}; made by another version of notebook 03, run it again")
 
     cfg, dirs, data = setup(args.profile, args.data_dir, args.cache_dir, args.output_dir, args.seed, "cnn_size")
+    if data.synthetic:  # notebook 03's model beside a model of drawings would compare nothing
+        raise SystemExit(f"{args.data_dir}: the synthetic demo dataset; the ablation needs the X-rays notebook 03 used")
     x_tr, y_tr, _ = data.split("train")
     x_va, y_va, _ = data.split("val")
     offset = compile_model(build_scratch_cnn(cfg["image_size"], equalize=cfg["cnn_equalize"],

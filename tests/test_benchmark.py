@@ -114,3 +114,16 @@ def test_aspect_offset_ablation_sits_beside_notebook_03s_model_on_validation(rea
     assert offset.notna().all().all() and ((offset >= 0) & (offset <= 1)).all().all()
     assert (table["epochs"] == 1).all() and (table["kept_epoch"] == 1).all()  # the smoke profile's ablation_epochs
     assert (table["seed"] == 42).all()
+
+
+def test_aspect_offset_ablation_refuses_the_synthetic_demo(demo_root, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from aspect_offset_ablation import SHIFTS, main
+
+    (tmp_path / "reports" / "metrics").mkdir(parents=True)
+    (tmp_path / "reports" / "metrics" / "scratch_cnn_val_robustness.csv").write_text(
+        "shift,roc_auc,sensitivity,specificity\n" + "".join(f"{s},0.9,0.9,0.9\n" for s in SHIFTS))
+    with pytest.raises(SystemExit, match="synthetic demo dataset"):
+        main(["--data-dir", str(demo_root), "--cache-dir", str(tmp_path / "cache"),
+              "--output-dir", str(tmp_path / "reports"), "--profile", "smoke"])
+    assert not (tmp_path / "reports" / "metrics" / "aspect_offset_ablation.csv").exists()
