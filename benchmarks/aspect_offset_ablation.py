@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     offset = compile_model(build_scratch_cnn(cfg["image_size"], equalize=cfg["cnn_equalize"],
                                              name="scratch_cnn_aspect_offset"), 1e-3)
     offset_ds = make_dataset(x_tr, y_tr, cfg["batch_size"], training=True, seed=args.seed, augment=1.0,
-                             class_aspect=True)
+                             class_aspect=True, max_batches=cfg["max_batches_per_epoch"])
     history = fit(offset, offset_ds, make_dataset(x_va, y_va, 128), cfg["ablation_epochs"], class_weights(y_tr),
                   cfg["patience"])
     p_offset = predict_binary(offset, x_va)

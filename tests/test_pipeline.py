@@ -34,6 +34,24 @@ def test_training_shuffles_with_labels_aligned_and_is_seeded():
     np.testing.assert_array_equal(order(again), order(epoch1))
 
 
+def test_epoch_cap_draws_a_fresh_subset_each_epoch_and_is_a_no_op_when_the_set_fits():
+    x, y = images_numbered(20), np.arange(20)
+    capped = make_dataset(x, y, batch_size=4, training=True, seed=5, augment=1.0, max_batches=3)
+    seen = [np.concatenate([labels for _, labels in batches(capped)]) for _ in range(4)]
+    assert all(len(s) == 12 and len(set(s)) == 12 for s in seen), "3 full batches of distinct images per epoch"
+    assert len({tuple(sorted(s)) for s in seen}) > 1, "another subset every epoch"
+    assert len(set(np.concatenate(seen))) > 12, "over epochs more of the set than one epoch holds"
+    # 5 batches hold the set: a cap of 5 (or more) gives the same batches, augmentation included, epoch after epoch
+    full = make_dataset(x, y, batch_size=4, training=True, seed=5, augment=1.0)
+    fits = make_dataset(x, y, batch_size=4, training=True, seed=5, augment=1.0, max_batches=5)
+    for _ in range(2):
+        for (a, la), (b, lb) in zip(batches(full), batches(fits), strict=True):
+            np.testing.assert_array_equal(la, lb)
+            np.testing.assert_array_equal(a, b)
+    evaluation = make_dataset(x, None, batch_size=4, max_batches=1)
+    assert sum(len(b) for b in batches(evaluation)) == 20, "evaluation is never capped"
+
+
 def test_model_predicts_the_same_from_uint8_and_float_batches():
     from pneumonia_cxr.models import build_scratch_cnn
 

@@ -169,6 +169,7 @@ def make_dataset(
     seed: int = 42,
     augment: float = 0.0,
     class_aspect: bool = False,
+    max_batches: int | None = None,
 ):
     """Batches of (B, H, W, 1) images in [0, 255], with labels if given.
 
@@ -176,7 +177,9 @@ def make_dataset(
     Keras casts to the model's float input); augmented batches are float32. `training` reshuffles every
     epoch; `augment` > 0 applies augment_acquisition at that strength (training only). `class_aspect=True` tells it
     which images are NORMAL (label 0, or one-hot column 0) and widens the others by ASPECT_OFFSET: the ablation of
-    notebook 03, not the default (it teaches a crop shortcut, see ORIGINAL_ASPECT above).
+    notebook 03, not the default (it teaches a crop shortcut, see ORIGINAL_ASPECT above). `max_batches` caps a
+    training epoch: a larger training set then gives each epoch a fresh sample of that many batches rather than a
+    longer epoch (a fixed time budget); at or above the number of batches it changes nothing.
     Evaluation batches keep the order of `images`.
     """
     import tensorflow as tf
@@ -187,6 +190,8 @@ def make_dataset(
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if training and max_batches:  # after the reshuffle, so every epoch draws another subset
+        ds = ds.take(max_batches)
     augmenting = training and augment > 0
     if augmenting:  # one fresh stateless seed per batch, from a seeded stream that changes every epoch
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
