@@ -204,7 +204,7 @@ def test_an_ablation_made_beside_another_scratch_cnn_is_stale(tmp_path):
     scratch = pd.DataFrame({"shift": shifts + ["blur r=1.5"], "roc_auc": [0.99, 0.98, 0.97],
                             "sensitivity": 0.95, "specificity": [0.9, 0.8, 0.7]})
     scratch.to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)
-    ablation = pd.concat([scratch.iloc[:2].assign(model="no offset (scratch_cnn)"),
+    ablation = pd.concat([scratch.iloc[:2].assign(model=report.ABLATION_BASELINE),
                           scratch.iloc[:2].assign(model="with the offset (ablation)", specificity=[0.5, 0.4])])
     ablation.to_csv(tmp_path / "aspect_offset_ablation.csv", index=False)
     assert report.stale_ablation(tmp_path) == []

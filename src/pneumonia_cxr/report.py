@@ -208,6 +208,11 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
     return problems + stale_ablation(metrics_dir)
 
 
+# aspect_offset_ablation.csv's contract, written by benchmarks/aspect_offset_ablation.py and checked here
+ABLATION_BASELINE = "no offset (scratch_cnn)"  # the rows copied from notebook 03's scratch_cnn_val_robustness.csv
+ABLATION_COLUMNS = ["roc_auc", "sensitivity", "specificity"]
+
+
 def stale_ablation(metrics_dir: str | Path) -> list[str]:
     """`aspect_offset_ablation.csv` (`benchmarks/aspect_offset_ablation.py`, shown by notebook 03) made beside another
     scratch CNN than the one of this run: its copy of notebook 03's rows must match `scratch_cnn_val_robustness.csv`."""
@@ -215,8 +220,8 @@ def stale_ablation(metrics_dir: str | Path) -> list[str]:
     if not ablation.exists():
         return []
     table = pd.read_csv(ablation)
-    copied = table[table["model"].str.contains("(scratch_cnn)", regex=False)].set_index("shift")
-    columns = ["roc_auc", "sensitivity", "specificity"]
+    copied = table[table["model"] == ABLATION_BASELINE].set_index("shift")
+    columns = ABLATION_COLUMNS
     if not scratch.exists() or copied.empty:
         return [f"{ablation}: no scratch CNN to compare it with; run notebook 03, then `make aspect-ablation`"]
     now = pd.read_csv(scratch).set_index("shift").reindex(copied.index)[columns]
