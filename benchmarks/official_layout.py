@@ -8,7 +8,7 @@ training images (234 normal, 242 bacterial, 148 viral, as the official test) re-
 so that no duplicate or patient check drops them from the pool. The stand-in's test metrics mean nothing (its test
 images are copies of training images): only the time, the memory and the sizes of the splits are kept.
 
-    python benchmarks/official_layout.py   # 40-55 minutes on 2 cores; writes reports/official_layout_timing.json
+    python benchmarks/official_layout.py   # about 37 minutes on 2 cores (more on a slow host); writes reports/official_layout_timing.json
 
 Each new measurement keeps the earlier ones of that file, in brief (`earlier`, newest first).
 """
