@@ -221,11 +221,10 @@ def stale_ablation(metrics_dir: str | Path) -> list[str]:
         return []
     table = pd.read_csv(ablation)
     copied = table[table["model"] == ABLATION_BASELINE].set_index("shift")
-    columns = ABLATION_COLUMNS
     if not scratch.exists() or copied.empty:
         return [f"{ablation}: no scratch CNN to compare it with; run notebook 03, then `make aspect-ablation`"]
-    now = pd.read_csv(scratch).set_index("shift").reindex(copied.index)[columns]
-    if not np.allclose(copied[columns].to_numpy(float), now.to_numpy(float), atol=1e-9, equal_nan=False):
+    now = pd.read_csv(scratch).set_index("shift").reindex(copied.index)[ABLATION_COLUMNS]
+    if not np.allclose(copied[ABLATION_COLUMNS].to_numpy(float), now.to_numpy(float), atol=1e-9, equal_nan=False):
         return [f"{ablation}: made beside another scratch CNN than {scratch.name} shows; run `make aspect-ablation` again"]
     return []
 
