@@ -2,6 +2,7 @@
 since), and `--stale`, which runs just those, in order, and records what each one read."""
 
 import argparse
+import platform
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,12 @@ def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, 
     assert after["06_keras_tuner_search"]["code"] == code_fingerprint("notebooks/06_keras_tuner_search.ipynb")
     assert after["07_ensemble"]["inputs"]["06_keras_tuner_search"] == after["06_keras_tuner_search"]["code"]
     assert after["03_scratch_cnn"] == ran["03_scratch_cnn"], "a notebook not run keeps its entry"
+    import tensorflow as tf  # a notebook that ran names the versions it ran with, read without importing them
+    versions = read_json(log)["packages"]
+    assert set(versions) == {"06_keras_tuner_search", "07_ensemble", "final_notebook"}
+    assert versions["06_keras_tuner_search"]["tensorflow"] == tf.__version__
+    assert versions["06_keras_tuner_search"]["python"] == platform.python_version()
+    assert runner.package_versions(("no-such-package",))["no-such-package"] is None
     assert runner.out_of_date(after) == {}
 
     executed.clear()
@@ -85,6 +92,7 @@ def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, 
     after["03_scratch_cnn"]["code"] = "older"
     write_json(log, {**read_json(log), "notebooks": after})
     assert runner.main([*args, "--only", "01_", "02_", "03_"]) == 0 and executed == ["03_scratch_cnn"]
+    assert set(read_json(log)["packages"]) == {"03_scratch_cnn", *versions}, "the others keep the versions they ran with"
 
 
 @pytest.mark.parametrize("where", ["main", "seed"])

@@ -152,6 +152,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# The packages whose versions decide a notebook's numbers (with the code and the processor): a run is bit-identical only
+# on the same kind of processor with the same versions, so run.json names them per notebook (`packages`).
+NUMERIC_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn", "scipy", "pillow")
+
+
+def package_versions(names: tuple[str, ...] = NUMERIC_PACKAGES) -> dict[str, str]:
+    """Installed version of each package (None when absent), read from its metadata without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+    return {"python": platform.python_version(), **{name: installed(name) for name in names}}
+
+
 def peak_child_memory_mb() -> float:
     """Peak resident memory of any finished child process (each notebook's kernel), in MB."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -199,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         log["notebooks"] = {nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
                             for nb, entry in previous.get("notebooks", {}).items()}
         log["peak_memory_mb"] = previous.get("peak_memory_mb", 0)
+        log["packages"] = previous.get("packages", {})
     start = time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
         src = ROOT / nb
@@ -226,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             if Path(nb).stem in READS_FROM:  # the results it read, as the code they were made with
                 entry["inputs"] = inputs_now(Path(nb).stem, log["notebooks"])
             log["notebooks"][Path(nb).stem] = entry
+            log["packages"] = {**log.get("packages", {}), Path(nb).stem: package_versions()}  # beside, not in, the entry
             log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
             log["cpu_count"] = os.cpu_count()
