@@ -18,18 +18,23 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv analysis seed-check refresh summary demo benchmark official-layout decode-check aspect-ablation clean
+.PHONY: all test unit nbval venv lock analysis seed-check refresh summary demo benchmark official-layout decode-check aspect-ablation clean
 
 all: analysis
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 venv: $(VENV)/.installed
+
+# pin what .venv has now, after a deliberate upgrade inside it (the committed runs were made with the old pins)
+lock: venv
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^pneumonia-cxr'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 data/demo/SYNTHETIC_DATASET.txt: | $(VENV)/.installed
 	$(PY) -m pneumonia_cxr.data.demo data/demo
