@@ -157,7 +157,7 @@ def cpu_model() -> str:
 NUMERIC_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn", "scipy", "pillow")
 
 
-def package_versions(names: tuple[str, ...] = NUMERIC_PACKAGES) -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = NUMERIC_PACKAGES) -> dict[str, str | None]:
     """Installed version of each package (None when absent), read from its metadata without importing it."""
     from importlib.metadata import PackageNotFoundError, version
 
