@@ -33,7 +33,7 @@ venv: $(VENV)/.installed
 
 # pin what .venv has now, after a deliberate upgrade inside it (the committed runs were made with the old pins)
 lock: venv
-	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^pneumonia-cxr'; } > constraints.txt.new
+	{ grep '^#' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^pneumonia-cxr'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 data/demo/SYNTHETIC_DATASET.txt: | $(VENV)/.installed
