@@ -18,7 +18,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv lock analysis seed-check refresh summary demo benchmark official-layout decode-check aspect-ablation clean
+.PHONY: all test unit nbval venv lock analysis seed-check refresh summary demo benchmark official-layout decode-check aspect-ablation mixup-check clean
 
 all: analysis
 
@@ -87,6 +87,11 @@ decode-check: venv
 # Notebook 03's aspect-offset ablation (validation only), kept out of the timed profile; after notebook 03
 aspect-ablation: venv
 	$(PY) benchmarks/aspect_offset_ablation.py --data-dir $(DATA)
+
+# Mixup checked on validation (not in the profile): each binary CNN with and without it, seeds 42 and 7
+mixup-check: venv
+	for m in scratch transfer; do for s in 42 7; do \
+	  $(PY) benchmarks/mixup_check.py --model $$m --seed $$s --data-dir $(DATA) $(WEIGHTS) || exit 1; done; done
 
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)

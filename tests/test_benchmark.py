@@ -127,3 +127,29 @@ def test_aspect_offset_ablation_refuses_the_synthetic_demo(demo_root, tmp_path):
         main(["--data-dir", str(demo_root), "--cache-dir", str(tmp_path / "cache"),
               "--output-dir", str(tmp_path / "reports"), "--profile", "smoke"])
     assert not (tmp_path / "reports" / "metrics" / "aspect_offset_ablation.csv").exists()
+
+
+@pytest.mark.real_data
+def test_mixup_check_scores_both_arms_on_validation_and_replaces_its_own_rows(real_224, tmp_path):
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mixup_check import main
+
+    reports = tmp_path / "reports"
+    args = ["--model", "scratch", "--data-dir", str(real_224), "--cache-dir", str(tmp_path / "cache"),
+            "--output-dir", str(reports), "--profile", "smoke"]
+    (reports / "metrics").mkdir(parents=True)
+    other = pd.DataFrame({"model": ["transfer"], "seed": [7], "mixup_alpha": [0.2], "profile": ["full"], "cpu": ["x"],
+                          "mean_youden": [0.5]})
+    other.to_csv(reports / "metrics" / "mixup_check.csv", index=False)
+    assert main(args) == 0
+    first = pd.read_csv(reports / "metrics" / "mixup_check.csv")
+    assert main(args) == 0  # made again: its own two rows replaced, not added, and the same numbers (same seed)
+    table = pd.read_csv(reports / "metrics" / "mixup_check.csv")
+    assert len(table) == 3 and table.loc[table["model"] == "transfer", "mean_youden"].tolist() == [0.5]
+    ours = table[table["model"] == "scratch"]
+    assert ours["mixup_alpha"].tolist() == [0.0, 0.2] and (ours["seed"] == 42).all()
+    for col in ["val_auc", "val_sensitivity", "val_specificity", "min_sensitivity", "min_specificity"]:
+        assert ((ours[col] >= 0) & (ours[col] <= 1)).all(), col
+    pd.testing.assert_frame_equal(first.drop(columns="train_minutes"), table.drop(columns="train_minutes"))
