@@ -23,6 +23,8 @@ def mixup(ds, alpha: float = 0.2, seed: int = 42, class_weight: dict[int, float]
 
     if not alpha > 0:
         raise ValueError(f"mixup needs alpha > 0, got {alpha}")
+    if class_weight is not None and ds.element_spec[1].shape.rank != 1:
+        raise ValueError("class_weight with mixup needs 0/1 labels, not one-hot rows")
     seeds = tf.data.Dataset.random(seed=seed + SEED_OFFSET, rerandomize_each_iteration=True).batch(2).batch(3)
 
     def blend(batch, s):
@@ -41,8 +43,6 @@ def mixup(ds, alpha: float = 0.2, seed: int = 42, class_weight: dict[int, float]
         labels = ll * labels + (1.0 - ll) * tf.gather(labels, partner)
         if class_weight is None:
             return images, labels
-        if len(labels.shape) != 1:
-            raise ValueError("class_weight with mixup needs 0/1 labels, not one-hot rows")
         w0, w1 = float(class_weight[0]), float(class_weight[1])
         return images, labels, w0 + (w1 - w0) * labels
 
