@@ -88,7 +88,8 @@ decode-check: venv
 aspect-ablation: venv
 	$(PY) benchmarks/aspect_offset_ablation.py --data-dir $(DATA)
 
-# Mixup checked on validation (not in the profile): each binary CNN with and without it, seeds 42 and 7
+# Mixup checked on validation (not in the profile): each binary CNN with and without it, seeds 42 and 7 (and the
+# ensemble with the MobileNetV2 swapped, at the main run's seed)
 mixup-check: venv
 	for m in scratch transfer; do for s in 42 7; do \
 	  $(PY) benchmarks/mixup_check.py --model $$m --seed $$s --data-dir $(DATA) $(WEIGHTS) || exit 1; done; done

@@ -153,3 +153,50 @@ def test_mixup_check_scores_both_arms_on_validation_and_replaces_its_own_rows(re
     for col in ["val_auc", "val_sensitivity", "val_specificity", "min_sensitivity", "min_specificity"]:
         assert ((ours[col] >= 0) & (ours[col] <= 1)).all(), col
     pd.testing.assert_frame_equal(first.drop(columns="train_minutes"), table.drop(columns="train_minutes"))
+
+
+def _shift_table(relpaths, p):
+    from pneumonia_cxr.evaluate import SHIFTS
+
+    import pandas as pd
+
+    return pd.DataFrame({"relpath": relpaths, **{s: p + 0.01 * k for k, s in enumerate(SHIFTS)}})
+
+
+def test_mixup_check_finds_the_ensembles_other_members_in_a_committed_run(tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mixup_check import committed_run, others_in_ensemble
+
+    from pneumonia_cxr.evaluate import SHIFTS
+
+    rng = np.random.default_rng(0)
+    relpaths = pd.Series([f"train/NORMAL/IM-{i:04d}-0001.jpeg" for i in range(20)])
+    members = {m: rng.uniform(0, 0.9, 20) for m in ["scratch_cnn", "tuned_cnn", "transfer"]}
+    run = tmp_path / "reports"
+    (run / "metrics").mkdir(parents=True)
+    (run / "predictions").mkdir()
+    (run / "metrics" / "run.json").write_text(json.dumps({"seed": 42}))
+    (run / "metrics" / "ensemble.json").write_text(json.dumps({"members": list(members)}))
+    _shift_table(relpaths, members["transfer"]).to_csv(run / "predictions" / "transfer_val_shifts.csv", index=False)
+    assert committed_run(run, 42, "transfer") is None  # no ensemble predictions kept: nothing to swap into
+    mean = sum(_shift_table(relpaths, p)[list(SHIFTS)] for p in members.values()) / 3
+    mean.insert(0, "relpath", relpaths)
+    mean.to_csv(run / "predictions" / "ensemble_val_shifts.csv", index=False)
+    assert committed_run(run, 42, "transfer") == run and committed_run(run, 7, "transfer") is None
+
+    others, n = others_in_ensemble(run, "transfer", relpaths)
+    assert n == 3 and list(others.columns) == list(SHIFTS)
+    for k, shift in enumerate(SHIFTS):  # the two others' sum, each of them moved by 0.01 per shift
+        assert np.allclose(others[shift], members["scratch_cnn"] + members["tuned_cnn"] + 0.02 * k), shift
+    with pytest.raises(ValueError, match="other validation images"):
+        others_in_ensemble(run, "transfer", relpaths[::-1])
+    with pytest.raises(ValueError, match="not a member"):
+        others_in_ensemble(run, "baseline_dense", relpaths)
+    mean.assign(none=1.0).to_csv(run / "predictions" / "ensemble_val_shifts.csv", index=False)
+    with pytest.raises(ValueError, match="not the mean"):  # 3 x 1.0 less transfer's share leaves [0, 2]
+        others_in_ensemble(run, "transfer", relpaths)

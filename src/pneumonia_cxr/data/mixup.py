@@ -1,7 +1,8 @@
 """Mixup (Zhang et al., ICLR 2018): each training image blended with another of its batch, their labels likewise.
 
-A lever checked on validation and not yet in the profile: `benchmarks/mixup_check.py` trains a binary CNN with and
-without it (`reports/metrics/mixup_check.csv`, notebook 04's record); notebook 05's record has the ternary check.
+A lever checked on validation and left out of the profile: `benchmarks/mixup_check.py` trains a binary CNN with and
+without it (`reports/metrics/mixup_check.csv`, notebook 04's record: a small gain for the MobileNetV2 alone, none
+inside the ensemble); notebook 05's record has the ternary check.
 """
 
 from __future__ import annotations
