@@ -34,7 +34,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from pneumonia_cxr.config import resolve_weights  # noqa: E402
 from pneumonia_cxr.data import class_weights, make_dataset  # noqa: E402
 from pneumonia_cxr.data.mixup import mixup  # noqa: E402
-from pneumonia_cxr.evaluate import SHIFTS, choose_threshold, shift_metrics, shift_predictions, shift_summary  # noqa: E402
+from pneumonia_cxr.evaluate import (  # noqa: E402
+    SHIFTS, choose_threshold, shift_metrics, shift_predictions, shift_summary)
 from pneumonia_cxr.models import build_scratch_cnn, build_transfer_model, unfreeze_top  # noqa: E402
 from pneumonia_cxr.notebook import setup  # noqa: E402
 from pneumonia_cxr.results import predict_binary  # noqa: E402
@@ -96,7 +97,8 @@ def others_in_ensemble(run: Path, member: str, relpaths: pd.Series) -> tuple[pd.
             raise ValueError(f"{path}: other validation images than this split's (another seed or data?)")
     others = tables["ensemble"][list(SHIFTS)] * len(members) - tables[member][list(SHIFTS)]
     if not ((others >= -1e-4) & (others <= len(members) - 1 + 1e-4)).all().all():
-        raise ValueError(f"{run}: the ensemble is not the mean of {members} (the others' share leaves [0, 1])")
+        raise ValueError(f"{run}: the ensemble is not the mean of {members} "
+                         f"(the others' sum leaves [0, {len(members) - 1}])")
     return others.clip(0, len(members) - 1), len(members)
 
 
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     if data.synthetic:
         raise SystemExit(f"{args.data_dir}: the synthetic demo dataset; the check needs X-rays")
     x_tr, y_tr, _ = data.split("train")
-    x_va, y_va, _ = data.split("val")
+    x_va, y_va, rows_va = data.split("val")
     raw_va = data.split("val", raw=True)[0]
     rows, arms = [], {}
     for alpha in (0.0, args.alpha):
@@ -140,10 +142,9 @@ def main(argv=None) -> int:
 
     run = committed_run(args.output_dir, args.seed, "transfer") if args.model == "transfer" else None
     if run is not None:  # the same arms inside the run's ensemble, its other members as they were
-        others, n = others_in_ensemble(run, "transfer", data.split("val")[2]["relpath"])
-        for alpha, row in zip(arms, list(rows)):
-            rows.append({**row, **score("ensemble", (others + arms[alpha]) / n, y_va, cfg["target_sensitivity"]),
-                         "train_minutes": row["train_minutes"]})
+        others, n = others_in_ensemble(run, "transfer", rows_va["relpath"])
+        for alpha, row in zip(arms, rows[:len(arms)]):  # each arm's row, its model and scores the ensemble's
+            rows.append({**row, **score("ensemble", (others + arms[alpha]) / n, y_va, cfg["target_sensitivity"])})
             print(pd.Series(rows[-1]).to_string(), flush=True)
     elif args.model == "transfer":
         print(f"no committed run of seed {args.seed} with its predictions under {args.output_dir}: no ensemble rows")

@@ -156,9 +156,10 @@ def test_mixup_check_scores_both_arms_on_validation_and_replaces_its_own_rows(re
 
 
 def _shift_table(relpaths, p):
-    from pneumonia_cxr.evaluate import SHIFTS
-
+    """A member's predictions under every shift: p, moved by 0.01 more at each shift."""
     import pandas as pd
+
+    from pneumonia_cxr.evaluate import SHIFTS
 
     return pd.DataFrame({"relpath": relpaths, **{s: p + 0.01 * k for k, s in enumerate(SHIFTS)}})
 
