@@ -1,6 +1,7 @@
 # The analysis as a DAG:  venv -> data -> notebooks (papermill, in order) -> reports/
 #   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo)
-#   make test   set up, then unit tests and every notebook under nbval on the smoke profile
+#   make test   set up, then lint, unit tests and every notebook under nbval on the smoke profile
+#   make check-reports   are the committed reports/, README results and model card what the committed code makes?
 #   make seed-check SEED=7   notebooks 01-07 again with another seed (reports/seeds/7/), then the final notebook
 #   make refresh  after a code change: only the notebooks it made out of date, in the main run and every seed run
 PYTHON ?= python3.11
@@ -18,7 +19,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test unit nbval venv lock analysis seed-check refresh summary demo benchmark official-layout decode-check aspect-ablation mixup-check clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo benchmark decode-check aspect-ablation mixup-check clean
 
 all: analysis
 
@@ -49,7 +50,7 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 	  echo "***************************************************************"; fi
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
 	$(PY) -m pneumonia_cxr.report
-	$(PY) -m pneumonia_cxr.report --pdf
+	$(PY) -m pneumonia_cxr.pdf
 
 # How much the numbers move with the seed (split, initial weights, augmentation): every model again, apart from
 # the main run, then the final notebook and README of the main run, which read reports/seeds/*/metrics.
@@ -59,7 +60,7 @@ seed-check: venv
 	  --only $(NOTEBOOKS_01_07)
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
 	$(PY) -m pneumonia_cxr.report
-	$(PY) -m pneumonia_cxr.report --pdf
+	$(PY) -m pneumonia_cxr.pdf
 
 # Like make, by content: a notebook runs again when its code or a module it loads changed, or when results it reads
 # were made again since (`runner.out_of_date`); first in the main run, then in each seed run (whose models must be
@@ -72,14 +73,10 @@ refresh: venv
 	    --only $(NOTEBOOKS_01_07) || exit 1; done
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
 	$(PY) -m pneumonia_cxr.report
-	$(PY) -m pneumonia_cxr.report --pdf
+	$(PY) -m pneumonia_cxr.pdf
 
 benchmark: venv
 	$(PY) benchmarks/run.py
-
-# The full profile as issue 7 times it, on a folder with a test/ split (a stand-in built from the 224 px release)
-official-layout: venv
-	$(PY) benchmarks/official_layout.py
 
 decode-check: venv
 	$(PY) benchmarks/decode_consistency.py
@@ -97,10 +94,18 @@ mixup-check: venv
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)
 
-test: unit nbval
+test: lint unit nbval
+
+lint: venv
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
 
 unit: venv
 	$(PY) -m pytest tests
+
+# Not part of `make test`: a comment edit must not turn the suite red. CI prints its verdict as a warning line.
+check-reports: venv
+	$(PY) -m pneumonia_cxr.report --check
 
 nbval: venv $(if $(filter data/demo,$(SMOKE_DATA)),demo,)
 	rm -rf build/smoke

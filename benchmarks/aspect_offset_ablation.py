@@ -46,7 +46,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     scratch = args.output_dir / "metrics" / "scratch_cnn_val_robustness.csv"
     if not scratch.exists():
-        raise SystemExit(f"{scratch}: not found; run notebook 03 first (its model is what the ablation is compared with)")
+        raise SystemExit(
+            f"{scratch}: not found; run notebook 03 first (its model is what the ablation is compared with)"
+        )
     without = pd.read_csv(scratch).set_index("shift")
     missing = [s for s in SHIFTS if s not in without.index]
     if missing:
@@ -57,18 +59,33 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.data_dir}: the synthetic demo dataset; the ablation needs the X-rays notebook 03 used")
     x_tr, y_tr, _ = data.split("train")
     x_va, y_va, _ = data.split("val")
-    offset = compile_model(build_scratch_cnn(cfg["image_size"], equalize=cfg["cnn_equalize"],
-                                             name="scratch_cnn_aspect_offset"), 1e-3)
-    offset_ds = make_dataset(x_tr, y_tr, cfg["batch_size"], training=True, seed=args.seed, augment=1.0,
-                             class_aspect=True, max_batches=cfg["max_batches_per_epoch"])
-    history = fit(offset, offset_ds, make_dataset(x_va, y_va, 128), cfg["ablation_epochs"], class_weights(y_tr),
-                  cfg["patience"])
+    offset = compile_model(
+        build_scratch_cnn(cfg["image_size"], equalize=cfg["cnn_equalize"], name="scratch_cnn_aspect_offset"), 1e-3
+    )
+    offset_ds = make_dataset(
+        x_tr,
+        y_tr,
+        cfg["batch_size"],
+        training=True,
+        seed=args.seed,
+        augment=1.0,
+        class_aspect=True,
+        max_batches=cfg["max_batches_per_epoch"],
+    )
+    history = fit(
+        offset, offset_ds, make_dataset(x_va, y_va, 128), cfg["ablation_epochs"], class_weights(y_tr), cfg["patience"]
+    )
     p_offset = predict_binary(offset, x_va)
     x_va_raw = data.split("val", raw=True)[0]  # shifts happen before the preprocessing, as in every robustness table
-    with_offset = robustness_table(lambda x: predict_binary(offset, data.preprocess(x)), x_va_raw, y_va,
-                                   choose_threshold(y_va, p_offset, cfg["target_sensitivity"])).set_index("shift")
-    table = pd.concat({WITHOUT: without.loc[SHIFTS, COLUMNS], WITH: with_offset.loc[SHIFTS, COLUMNS]},
-                      names=["model", "shift"]).reset_index()
+    with_offset = robustness_table(
+        lambda x: predict_binary(offset, data.preprocess(x)),
+        x_va_raw,
+        y_va,
+        choose_threshold(y_va, p_offset, cfg["target_sensitivity"]),
+    ).set_index("shift")
+    table = pd.concat(
+        {WITHOUT: without.loc[SHIFTS, COLUMNS], WITH: with_offset.loc[SHIFTS, COLUMNS]}, names=["model", "shift"]
+    ).reset_index()
     table["seed"], table["epochs"], table["kept_epoch"] = args.seed, len(history), kept_epoch(history)
     write_csv(dirs["metrics"] / "aspect_offset_ablation.csv", table)
     print(table.round(3).to_string(index=False))

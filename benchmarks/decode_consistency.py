@@ -47,11 +47,17 @@ def main(argv=None) -> int:
         if size not in decoded:
             decoded[size] = tuple(np.stack([load_image(p[i], size) for p in pairs])[..., None] for i in (0, 1))
         p_orig, p_224 = (predict_binary(model, x) for x in decoded[size])
-        rows.append({"model": name, "image_size": size, "images": len(pairs),
-                     "mean_abs_probability_change": np.abs(p_orig - p_224).mean(),
-                     "decisions_changed": np.mean((p_orig >= threshold) != (p_224 >= threshold)),
-                     "pneumonia_calls_originals": np.mean(p_orig >= threshold),
-                     "pneumonia_calls_224px": np.mean(p_224 >= threshold)})
+        rows.append(
+            {
+                "model": name,
+                "image_size": size,
+                "images": len(pairs),
+                "mean_abs_probability_change": np.abs(p_orig - p_224).mean(),
+                "decisions_changed": np.mean((p_orig >= threshold) != (p_224 >= threshold)),
+                "pneumonia_calls_originals": np.mean(p_orig >= threshold),
+                "pneumonia_calls_224px": np.mean(p_224 >= threshold),
+            }
+        )
     table = pd.DataFrame(rows)
     write_csv(args.out, table)
     print(table.round(3).to_string(index=False))

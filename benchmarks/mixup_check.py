@@ -35,7 +35,12 @@ from pneumonia_cxr.config import resolve_weights  # noqa: E402
 from pneumonia_cxr.data import class_weights, make_dataset  # noqa: E402
 from pneumonia_cxr.data.mixup import mixup  # noqa: E402
 from pneumonia_cxr.evaluate import (  # noqa: E402
-    SHIFTS, choose_threshold, shift_metrics, shift_predictions, shift_summary)
+    SHIFTS,
+    choose_threshold,
+    shift_metrics,
+    shift_predictions,
+    shift_summary,
+)
 from pneumonia_cxr.models import build_scratch_cnn, build_transfer_model, unfreeze_top  # noqa: E402
 from pneumonia_cxr.notebook import setup  # noqa: E402
 from pneumonia_cxr.results import predict_binary  # noqa: E402
@@ -66,9 +71,14 @@ def score(model: str, shifted: pd.DataFrame, y_va, target_sensitivity: float) ->
     threshold = choose_threshold(y_va, shifted["none"].to_numpy(), target_sensitivity)
     table = shift_metrics(shifted, y_va, threshold)
     unshifted = table.set_index("shift").loc["none"]
-    return {"model": model, "val_auc": roc_auc_score(y_va, shifted["none"]), "threshold": threshold,
-            "val_sensitivity": unshifted["sensitivity"], "val_specificity": unshifted["specificity"],
-            **shift_summary(table)}
+    return {
+        "model": model,
+        "val_auc": roc_auc_score(y_va, shifted["none"]),
+        "threshold": threshold,
+        "val_sensitivity": unshifted["sensitivity"],
+        "val_specificity": unshifted["specificity"],
+        **shift_summary(table),
+    }
 
 
 def committed_run(reports: Path, seed: int, member: str) -> Path | None:
@@ -97,8 +107,9 @@ def others_in_ensemble(run: Path, member: str, relpaths: pd.Series) -> tuple[pd.
             raise ValueError(f"{path}: other validation images than this split's (another seed or data?)")
     others = tables["ensemble"][list(SHIFTS)] * len(members) - tables[member][list(SHIFTS)]
     if not ((others >= -1e-4) & (others <= len(members) - 1 + 1e-4)).all().all():
-        raise ValueError(f"{run}: the ensemble is not the mean of {members} "
-                         f"(the others' sum leaves [0, {len(members) - 1}])")
+        raise ValueError(
+            f"{run}: the ensemble is not the mean of {members} (the others' sum leaves [0, {len(members) - 1}])"
+        )
     return others.clip(0, len(members) - 1), len(members)
 
 
@@ -124,8 +135,15 @@ def main(argv=None) -> int:
     rows, arms = [], {}
     for alpha in (0.0, args.alpha):
         seed_everything(args.seed)  # both arms start from the same state
-        train_ds = make_dataset(x_tr, y_tr, cfg["batch_size"], training=True, seed=args.seed, augment=1.0,
-                                max_batches=cfg["max_batches_per_epoch"])
+        train_ds = make_dataset(
+            x_tr,
+            y_tr,
+            cfg["batch_size"],
+            training=True,
+            seed=args.seed,
+            augment=1.0,
+            max_batches=cfg["max_batches_per_epoch"],
+        )
         weights = class_weights(y_tr)
         if alpha > 0:
             train_ds, weights = mixup(train_ds, alpha, args.seed, class_weight=weights), None
@@ -133,17 +151,25 @@ def main(argv=None) -> int:
         model = train(args.model, cfg, train_ds, make_dataset(x_va, y_va, 128), weights, args.weights_dir)
         minutes = (time.time() - start) / 60
         p_va = predict_binary(model, x_va)
-        arms[alpha] = shift_predictions(lambda x: predict_binary(model, data.preprocess(x)), raw_va, y_va,
-                                        given={"none": p_va})
-        rows.append({**score(args.model, arms[alpha], y_va, cfg["target_sensitivity"]), "seed": args.seed,
-                     "mixup_alpha": alpha, "profile": args.profile, "cpu": cpu_model() or platform.machine(),
-                     "train_minutes": minutes})
+        arms[alpha] = shift_predictions(
+            lambda x, model=model: predict_binary(model, data.preprocess(x)), raw_va, y_va, given={"none": p_va}
+        )
+        rows.append(
+            {
+                **score(args.model, arms[alpha], y_va, cfg["target_sensitivity"]),
+                "seed": args.seed,
+                "mixup_alpha": alpha,
+                "profile": args.profile,
+                "cpu": cpu_model() or platform.machine(),
+                "train_minutes": minutes,
+            }
+        )
         print(pd.Series(rows[-1]).to_string(), flush=True)
 
     run = committed_run(args.output_dir, args.seed, "transfer") if args.model == "transfer" else None
     if run is not None:  # the same arms inside the run's ensemble, its other members as they were
         others, n = others_in_ensemble(run, "transfer", rows_va["relpath"])
-        for alpha, row in zip(arms, rows[:len(arms)]):  # each arm's row, its model and scores the ensemble's
+        for alpha, row in zip(arms, rows[: len(arms)]):  # each arm's row, its model and scores the ensemble's
             rows.append({**row, **score("ensemble", (others + arms[alpha]) / n, y_va, cfg["target_sensitivity"])})
             print(pd.Series(rows[-1]).to_string(), flush=True)
     elif args.model == "transfer":

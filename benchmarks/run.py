@@ -61,8 +61,16 @@ def stock_dataset(folder, size, batch=32):
     import keras
 
     return keras.utils.image_dataset_from_directory(
-        folder, labels="inferred", label_mode="binary", color_mode="grayscale", image_size=(size, size),
-        batch_size=batch, shuffle=True, seed=0, verbose=False)
+        folder,
+        labels="inferred",
+        label_mode="binary",
+        color_mode="grayscale",
+        image_size=(size, size),
+        batch_size=batch,
+        shuffle=True,
+        seed=0,
+        verbose=False,
+    )
 
 
 def epoch_time(ds):
@@ -101,18 +109,37 @@ def decode_bench(folder: Path, size: int, limit: int | None, rounds: int = 5):
         else:
             ds = stock_dataset(folder / "train", size)
             stock_first, stock_epoch = epoch_time(ds), epoch_time(ds)
-        runs.append({"pil2": pil2, "ours": ours, "cached_load": cached_load, "ours_epoch": ours_epoch,
-                     "stock_first": stock_first, "stock_epoch": stock_epoch})
+        runs.append(
+            {
+                "pil2": pil2,
+                "ours": ours,
+                "cached_load": cached_load,
+                "ours_epoch": ours_epoch,
+                "stock_first": stock_first,
+                "stock_epoch": stock_epoch,
+            }
+        )
     med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
     return {
-        "dataset": folder.name, "images": n, "size": size, "rounds": len(runs),
-        "first_pass_img_s": {"project": med(lambda r: n / r["ours"]), "pil_loop_1_thread": n / pil1,
-                             "pil_loop_all_cores": med(lambda r: n / r["pil2"]),
-                             "keras_stock": med(lambda r: n / r["stock_first"])},
+        "dataset": folder.name,
+        "images": n,
+        "size": size,
+        "rounds": len(runs),
+        "first_pass_img_s": {
+            "project": med(lambda r: n / r["ours"]),
+            "pil_loop_1_thread": n / pil1,
+            "pil_loop_all_cores": med(lambda r: n / r["pil2"]),
+            "keras_stock": med(lambda r: n / r["stock_first"]),
+        },
         "cached_reload_s": med(lambda r: r["cached_load"]),
-        "epoch_input_s": {"project_cached": med(lambda r: r["ours_epoch"]), "keras_stock": med(lambda r: r["stock_epoch"])},
-        "ratios": {"first_pass_project_over_pil_all_cores": med(lambda r: r["pil2"] / r["ours"]),
-                   "epoch_input_stock_over_project": med(lambda r: r["stock_epoch"] / r["ours_epoch"])},
+        "epoch_input_s": {
+            "project_cached": med(lambda r: r["ours_epoch"]),
+            "keras_stock": med(lambda r: r["stock_epoch"]),
+        },
+        "ratios": {
+            "first_pass_project_over_pil_all_cores": med(lambda r: r["pil2"] / r["ours"]),
+            "epoch_input_stock_over_project": med(lambda r: r["stock_epoch"] / r["ours_epoch"]),
+        },
         "per_round": runs,
     }
 
@@ -155,8 +182,11 @@ def train_bench(folder: Path, size: int, n_steps: int):
         clock = StepClock()
         model.fit(ds.repeat().take(n_steps), steps_per_epoch=n_steps, epochs=1, verbose=0, callbacks=[clock])
         input_only = epoch_time(ds.repeat().take(n_steps))
-        out[name] = {"train_img_s": clock.images_per_second(32), "input_only_img_s": n_steps * 32 / input_only,
-                     "steps": n_steps}
+        out[name] = {
+            "train_img_s": clock.images_per_second(32),
+            "input_only_img_s": n_steps * 32 / input_only,
+            "steps": n_steps,
+        }
     keras.backend.clear_session()
     return out
 
@@ -168,10 +198,23 @@ def smoke_profile_bench() -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        cmd = [sys.executable, "-m", "pneumonia_cxr.runner", "--profile", "smoke",
-               "--data-dir", str(SHARED / "chest_xray_224"), "--cache-dir", str(t / "cache"),
-               "--output-dir", str(t / "reports"), "--models-dir", str(t / "models"),
-               "--executed-dir", str(t / "notebooks")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pneumonia_cxr.runner",
+            "--profile",
+            "smoke",
+            "--data-dir",
+            str(SHARED / "chest_xray_224"),
+            "--cache-dir",
+            str(t / "cache"),
+            "--output-dir",
+            str(t / "reports"),
+            "--models-dir",
+            str(t / "models"),
+            "--executed-dir",
+            str(t / "notebooks"),
+        ]
         if (SHARED.parent / "weights").is_dir():
             cmd += ["--weights-dir", str(SHARED.parent / "weights")]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -180,42 +223,77 @@ def smoke_profile_bench() -> dict:
 
 
 def write_markdown(r: dict, path: Path):
-    lines = ["# Benchmarks", "", f"Machine: {r['cpu_count']} CPU cores, {r.get('cpu', 'processor not recorded')}. "
-             "Produced by `python benchmarks/run.py`; raw numbers in `reports/benchmarks.json`.", "", "## Decode and input", "",
-             "| data | images | size | project first pass (img/s) | PIL loop, 1 thread (img/s) | "
-             f"PIL loop, {r['cpu_count']} threads (img/s) | Keras stock (img/s) | project / PIL {r['cpu_count']} threads | "
-             "cached epoch input, project (s) | epoch input, Keras stock (s) | stock / project |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {r['cpu_count']} CPU cores, {r.get('cpu', 'processor not recorded')}. "
+        "Produced by `python benchmarks/run.py`; raw numbers in `reports/benchmarks.json`.",
+        "",
+        "## Decode and input",
+        "",
+        "| data | images | size | project first pass (img/s) | PIL loop, 1 thread (img/s) | "
+        f"PIL loop, {r['cpu_count']} threads (img/s) | Keras stock (img/s) | project / PIL {r['cpu_count']} threads | "
+        "cached epoch input, project (s) | epoch input, Keras stock (s) | stock / project |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for d in r["decode"]:
         f, e, q = d["first_pass_img_s"], d["epoch_input_s"], d["ratios"]
-        lines.append(f"| {d['dataset']} | {d['images']} | {d['size']} | {f['project']:.0f} | {f['pil_loop_1_thread']:.0f} | "
-                     f"{f['pil_loop_all_cores']:.0f} | {f['keras_stock']:.0f} | "
-                     f"{q['first_pass_project_over_pil_all_cores']:.2f}x | {e['project_cached']:.3f} | "
-                     f"{e['keras_stock']:.2f} | {q['epoch_input_stock_over_project']:.0f}x |")
+        lines.append(
+            f"| {d['dataset']} | {d['images']} | {d['size']} | {f['project']:.0f} | {f['pil_loop_1_thread']:.0f} | "
+            f"{f['pil_loop_all_cores']:.0f} | {f['keras_stock']:.0f} | "
+            f"{q['first_pass_project_over_pil_all_cores']:.2f}x | {e['project_cached']:.3f} | "
+            f"{e['keras_stock']:.2f} | {q['epoch_input_stock_over_project']:.0f}x |"
+        )
     rounds = r["decode"][0]["rounds"]
-    lines += ["", f"Every file is read once before any timing, so all contestants decode from memory. The contestants "
-              f"take turns in {rounds} rounds (PIL on {r['cpu_count']} threads, the project's first pass into a fresh "
-              "cache, the project's cached epoch, the stock loader's first and second pass), so a slow minute of a "
-              "shared machine hits all of them; every figure is the median over the rounds, and each ratio is the "
-              "median of the per-round ratios. The project's first pass includes hashing every image (duplicate "
-              "check) and writing the cache to disk. The project's cached epoch is the median of 3 shuffled passes "
-              "after a warm-up pass, batches gathered from the in-memory cache in training order.", "",
-              "Per round (s): " + "; ".join(
-                  f"{d['dataset']}: " + ", ".join(f"project {x['ours']:.2f} / PIL {x['pil2']:.2f} first pass, "
-                                                  f"stock {x['stock_epoch']:.2f} / project {x['ours_epoch']:.3f} epoch"
-                                                  for x in d["per_round"]) for d in r["decode"]) + "."]
-    lines += ["", "## Training the scratch CNN (128 px), 32 images a step", "",
-              "| feed | training (img/s) | input alone (img/s) | input / training | input-bound? |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Every file is read once before any timing, so all contestants decode from memory. The contestants "
+        f"take turns in {rounds} rounds (PIL on {r['cpu_count']} threads, the project's first pass into a fresh "
+        "cache, the project's cached epoch, the stock loader's first and second pass), so a slow minute of a "
+        "shared machine hits all of them; every figure is the median over the rounds, and each ratio is the "
+        "median of the per-round ratios. The project's first pass includes hashing every image (duplicate "
+        "check) and writing the cache to disk. The project's cached epoch is the median of 3 shuffled passes "
+        "after a warm-up pass, batches gathered from the in-memory cache in training order.",
+        "",
+        "Per round (s): "
+        + "; ".join(
+            f"{d['dataset']}: "
+            + ", ".join(
+                f"project {x['ours']:.2f} / PIL {x['pil2']:.2f} first pass, "
+                f"stock {x['stock_epoch']:.2f} / project {x['ours_epoch']:.3f} epoch"
+                for x in d["per_round"]
+            )
+            for d in r["decode"]
+        )
+        + ".",
+    ]
+    lines += [
+        "",
+        "## Training the scratch CNN (128 px), 32 images a step",
+        "",
+        "| feed | training (img/s) | input alone (img/s) | input / training | input-bound? |",
+        "|---|---|---|---|---|",
+    ]
     for name, t in r["train"].items():
         bound = "yes" if t["input_only_img_s"] < 2 * t["train_img_s"] else "no"
-        lines.append(f"| {name} | {t['train_img_s']:.0f} | {t['input_only_img_s']:.0f} | "
-                     f"{t['input_only_img_s'] / t['train_img_s']:.1f}x | {bound} |")
+        lines.append(
+            f"| {name} | {t['train_img_s']:.0f} | {t['input_only_img_s']:.0f} | "
+            f"{t['input_only_img_s'] / t['train_img_s']:.1f}x | {bound} |"
+        )
     steps = next(iter(r["train"].values()))["steps"]
-    lines += ["", f"{steps} training steps a feed, timed from the end of the first step to the end of the last (fit's "
-              "start-up excluded). Input-bound means the feed alone delivers less than twice what training consumes."]
+    lines += [
+        "",
+        f"{steps} training steps a feed, timed from the end of the first step to the end of the last (fit's "
+        "start-up excluded). Input-bound means the feed alone delivers less than twice what training consumes.",
+    ]
     if r.get("profiles"):
-        lines += ["", "## Profiles: every notebook, papermill", "", "| profile | wall time (min) | peak memory (MB) | source |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Profiles: every notebook, papermill",
+            "",
+            "| profile | wall time (min) | peak memory (MB) | source |",
+            "|---|---|---|---|",
+        ]
         for name, p in r["profiles"].items():
             lines.append(f"| {name} | {p['wall_seconds'] / 60:.1f} | {p['peak_memory_mb']:.0f} | {p['source']} |")
     path.write_text("\n".join(lines) + "\n")
@@ -227,19 +305,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out_dir = Path(args.tiny) if args.tiny else Path("reports")
     limit = 20 if args.tiny else None
-    r = {"cpu_count": os.cpu_count(), "cpu": cpu_model(), "tiny": bool(args.tiny), "decode": [
-        decode_bench(SHARED / "chest_xray_fullres_sample", 224, limit),
-        decode_bench(SHARED / "chest_xray_224", 224, limit),
-    ]}
+    r = {
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
+        "tiny": bool(args.tiny),
+        "decode": [
+            decode_bench(SHARED / "chest_xray_fullres_sample", 224, limit),
+            decode_bench(SHARED / "chest_xray_224", 224, limit),
+        ],
+    }
     r["train"] = train_bench(SHARED / "chest_xray_fullres_sample", 64 if args.tiny else 128, 3 if args.tiny else 60)
     if not args.tiny:
         r["profiles"] = {"smoke": smoke_profile_bench()}
         run_json = Path("reports/metrics/run.json")  # the committed full run (about 40 minutes: not repeated here)
         if run_json.exists():
             run = json.loads(run_json.read_text())
-            cpus = sorted({nb.get("cpu", "?") for nb in run.get("notebooks", {}).values()})  # its host may not be this one
+            cpus = sorted(
+                {nb.get("cpu", "?") for nb in run.get("notebooks", {}).values()}
+            )  # its host may not be this one
             r["profiles"][run["profile"]] = {k: run[k] for k in ("wall_seconds", "peak_memory_mb")} | {
-                "source": f"reports/metrics/run.json (git {run.get('git_commit', '?')}, on {' and '.join(cpus)})"}
+                "source": f"reports/metrics/run.json (git {run.get('git_commit', '?')}, on {' and '.join(cpus)})"
+            }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "benchmarks.json").write_text(json.dumps(r, indent=1))
     write_markdown(r, out_dir / "benchmarks.md")

@@ -16,7 +16,7 @@ def _require(path: Path):
     msg = f"REAL DATA MISSING: {path} not found, the real-data tests did NOT run"
     if os.environ.get("CI"):
         pytest.fail(msg)  # in CI ../shared is always there: its absence is a failure
-    warnings.warn(msg)
+    warnings.warn(msg, stacklevel=2)
     pytest.skip(msg)
 
 

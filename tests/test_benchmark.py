@@ -21,18 +21,41 @@ def test_benchmark_tiny_mode(real_224, tmp_path, monkeypatch):
 
 
 @pytest.mark.real_data
-def test_decode_consistency_compares_both_decodings_of_every_sample_image(real_224, real_fullres, tmp_path,
-                                                                          monkeypatch):
+def test_decode_consistency_compares_both_decodings_of_every_sample_image(
+    real_224, real_fullres, tmp_path, monkeypatch
+):
     import pandas as pd
 
     from pneumonia_cxr.models import build_dense_baseline
     from pneumonia_cxr.train import save_model
 
-    save_model(build_dense_baseline(16, units=4), tmp_path / "tiny.keras", image_size=16, resize="squash",
-               task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    save_model(
+        build_dense_baseline(16, units=4),
+        tmp_path / "tiny.keras",
+        image_size=16,
+        resize="squash",
+        task="binary",
+        classes=["NORMAL", "PNEUMONIA"],
+        threshold=0.5,
+    )
     out = tmp_path / "decode_consistency.csv"
-    monkeypatch.setattr(sys, "argv", ["decode_consistency.py", "--models-dir", str(tmp_path), "--models", "tiny",
-                                      "--originals", str(real_fullres), "--release", str(real_224), "--out", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "decode_consistency.py",
+            "--models-dir",
+            str(tmp_path),
+            "--models",
+            "tiny",
+            "--originals",
+            str(real_fullres),
+            "--release",
+            str(real_224),
+            "--out",
+            str(out),
+        ],
+    )
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(ROOT / "benchmarks" / "decode_consistency.py"), run_name="__main__")
     assert done.value.code == 0
@@ -58,8 +81,9 @@ def test_official_layout_stand_in_keeps_the_pool_and_adds_a_test_split_nothing_d
     counts = {"normal": 3, "bacteria": 3, "virus": 2}
     data = stand_in_dataset(real_224, tmp_path, counts)
     for split in ("train", "val"):
-        assert sorted(p.name for p in (data / split).glob("*/*.jpeg")) == \
-            sorted(p.name for p in (real_224 / split).glob("*/*.jpeg"))
+        assert sorted(p.name for p in (data / split).glob("*/*.jpeg")) == sorted(
+            p.name for p in (real_224 / split).glob("*/*.jpeg")
+        )
     test = sorted((data / "test").glob("*/*.jpeg"))
     assert {k: sum(subtype(p) == k for p in test) for k in counts} == counts
     pool = sorted((real_224 / "train").glob("*/*.jpeg")) + sorted((real_224 / "val").glob("*/*.jpeg"))
@@ -82,9 +106,19 @@ def test_official_layout_keeps_the_earlier_measurements_newest_first(tmp_path):
 
     out = tmp_path / "timing.json"
     assert earlier_measurements(out) == []
-    out.write_text(json.dumps({"git_commit": "b", "date": "2026-11-26", "cpu": "c", "wall_seconds": 2600.0,
-                               "peak_memory_mb": 3300.0, "notebook_seconds": {"03": 1500.0, "final_notebook": 30.0},
-                               "earlier": [{"git_commit": "a", "minutes_01_07": 53.1}]}))
+    out.write_text(
+        json.dumps(
+            {
+                "git_commit": "b",
+                "date": "2026-11-26",
+                "cpu": "c",
+                "wall_seconds": 2600.0,
+                "peak_memory_mb": 3300.0,
+                "notebook_seconds": {"03": 1500.0, "final_notebook": 30.0},
+                "earlier": [{"git_commit": "a", "minutes_01_07": 53.1}],
+            }
+        )
+    )
     kept = earlier_measurements(out)
     assert [m["git_commit"] for m in kept] == ["b", "a"] and kept[0]["minutes_01_07"] == 25.0
 
@@ -97,13 +131,27 @@ def test_aspect_offset_ablation_sits_beside_notebook_03s_model_on_validation(rea
     from aspect_offset_ablation import SHIFTS, WITH, WITHOUT, main
 
     reports = tmp_path / "reports"
-    args = ["--data-dir", str(real_224), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(reports),
-            "--profile", "smoke"]
+    args = [
+        "--data-dir",
+        str(real_224),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(reports),
+        "--profile",
+        "smoke",
+    ]
     with pytest.raises(SystemExit, match="scratch_cnn_val_robustness.csv: not found; run notebook 03 first"):
         main(args)
     (reports / "metrics").mkdir(parents=True)
-    scratch = pd.DataFrame({"shift": SHIFTS + ["blur r=1.5"], "roc_auc": 0.9, "sensitivity": 0.95,
-                            "specificity": [0.8, 0.5, 0.7, 0.6, 0.1]})
+    scratch = pd.DataFrame(
+        {
+            "shift": SHIFTS + ["blur r=1.5"],
+            "roc_auc": 0.9,
+            "sensitivity": 0.95,
+            "specificity": [0.8, 0.5, 0.7, 0.6, 0.1],
+        }
+    )
     scratch.to_csv(reports / "metrics" / "scratch_cnn_val_robustness.csv", index=False)
     assert main(args) == 0
     table = pd.read_csv(reports / "metrics" / "aspect_offset_ablation.csv")
@@ -122,10 +170,21 @@ def test_aspect_offset_ablation_refuses_the_synthetic_demo(demo_root, tmp_path):
 
     (tmp_path / "reports" / "metrics").mkdir(parents=True)
     (tmp_path / "reports" / "metrics" / "scratch_cnn_val_robustness.csv").write_text(
-        "shift,roc_auc,sensitivity,specificity\n" + "".join(f"{s},0.9,0.9,0.9\n" for s in SHIFTS))
+        "shift,roc_auc,sensitivity,specificity\n" + "".join(f"{s},0.9,0.9,0.9\n" for s in SHIFTS)
+    )
     with pytest.raises(SystemExit, match="synthetic demo dataset"):
-        main(["--data-dir", str(demo_root), "--cache-dir", str(tmp_path / "cache"),
-              "--output-dir", str(tmp_path / "reports"), "--profile", "smoke"])
+        main(
+            [
+                "--data-dir",
+                str(demo_root),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--output-dir",
+                str(tmp_path / "reports"),
+                "--profile",
+                "smoke",
+            ]
+        )
     assert not (tmp_path / "reports" / "metrics" / "aspect_offset_ablation.csv").exists()
 
 
@@ -137,11 +196,29 @@ def test_mixup_check_scores_both_arms_on_validation_and_replaces_its_own_rows(re
     from mixup_check import main
 
     reports = tmp_path / "reports"
-    args = ["--model", "scratch", "--data-dir", str(real_224), "--cache-dir", str(tmp_path / "cache"),
-            "--output-dir", str(reports), "--profile", "smoke"]
+    args = [
+        "--model",
+        "scratch",
+        "--data-dir",
+        str(real_224),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(reports),
+        "--profile",
+        "smoke",
+    ]
     (reports / "metrics").mkdir(parents=True)
-    other = pd.DataFrame({"model": ["transfer"], "seed": [7], "mixup_alpha": [0.2], "profile": ["full"], "cpu": ["x"],
-                          "mean_youden": [0.5]})
+    other = pd.DataFrame(
+        {
+            "model": ["transfer"],
+            "seed": [7],
+            "mixup_alpha": [0.2],
+            "profile": ["full"],
+            "cpu": ["x"],
+            "mean_youden": [0.5],
+        }
+    )
     other.to_csv(reports / "metrics" / "mixup_check.csv", index=False)
     assert main(args) == 0
     first = pd.read_csv(reports / "metrics" / "mixup_check.csv")

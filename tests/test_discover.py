@@ -1,7 +1,5 @@
 """Dataset discovery on the real data, on every supported layout, and on bad input."""
 
-import shutil
-
 import pytest
 from PIL import Image
 
@@ -26,32 +24,42 @@ def test_real_224_counts_match_the_data_readme(real_224):
 def test_real_fullres_sample(real_fullres):
     t = build_manifest(real_fullres).table
     assert len(t) == 376
-    assert t[t["split"] == "train"]["subtype"].value_counts().to_dict() == {"normal": 120, "bacteria": 120, "virus": 120}
+    assert t[t["split"] == "train"]["subtype"].value_counts().to_dict() == {
+        "normal": 120,
+        "bacteria": 120,
+        "virus": 120,
+    }
     assert t["width"].max() > 1000 and {"L", "RGB"} <= set(t["mode"])
 
 
-@pytest.mark.parametrize("name,patient", [
-    ("person1164_virus_1952.jpeg", "person1164"),
-    ("person1481_bacteria_3866.jpeg", "person1481"),
-    ("IM-0115-0001.jpeg", "IM-0115"),
-    ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
-    ("BACTERIA-1008087-0001.jpeg", "PATIENT-1008087"),  # Mendeley v3 names
-    ("VIRUS-1008087-0002.jpeg", "PATIENT-1008087"),
-    ("NORMAL-1003233-0001.jpeg", "PATIENT-1003233"),
-    ("scan.png", None),
-])
+@pytest.mark.parametrize(
+    "name,patient",
+    [
+        ("person1164_virus_1952.jpeg", "person1164"),
+        ("person1481_bacteria_3866.jpeg", "person1481"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+        ("BACTERIA-1008087-0001.jpeg", "PATIENT-1008087"),  # Mendeley v3 names
+        ("VIRUS-1008087-0002.jpeg", "PATIENT-1008087"),
+        ("NORMAL-1003233-0001.jpeg", "PATIENT-1003233"),
+        ("scan.png", None),
+    ],
+)
 def test_parse_patient(name, patient):
     assert parse_patient(name) == patient
 
 
-@pytest.mark.parametrize("name,series,number", [
-    ("IM-0115-0001.jpeg", "IM", 115),
-    ("NORMAL2-IM-0383-0002.jpeg", "NORMAL2-IM", 383),
-    ("person1_bacteria_1.jpeg", "bacteria", 1),
-    ("person1164_virus_1952.jpeg", "virus", 1952),
-    ("NORMAL-1003233-0001.jpeg", None, None),
-    ("scan.png", None, None),
-])
+@pytest.mark.parametrize(
+    "name,series,number",
+    [
+        ("IM-0115-0001.jpeg", "IM", 115),
+        ("NORMAL2-IM-0383-0002.jpeg", "NORMAL2-IM", 383),
+        ("person1_bacteria_1.jpeg", "bacteria", 1),
+        ("person1164_virus_1952.jpeg", "virus", 1952),
+        ("NORMAL-1003233-0001.jpeg", None, None),
+        ("scan.png", None, None),
+    ],
+)
 def test_parse_series_number(name, series, number):
     assert parse_series_number(name) == (series, number)
 

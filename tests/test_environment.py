@@ -16,7 +16,7 @@ def test_environment_yml_matches_pyproject():
     wanted = {_name(d): d.replace(" ", "") for d in project["dependencies"] + project["optional-dependencies"]["dev"]}
     listed = {}
     text = (ROOT / "environment.yml").read_text()
-    for line in text[text.index("dependencies:"):].splitlines()[1:]:
+    for line in text[text.index("dependencies:") :].splitlines()[1:]:
         item = line.strip()
         if not item.startswith("- ") or item.endswith(":") or item in ("- pip", "- -e ."):
             continue

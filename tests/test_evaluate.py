@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from pneumonia_cxr.evaluate import (assert_consistent, at_prevalence, binary_metrics, bootstrap_ci,
-                                    choose_threshold, robustness_table, ternary_metrics)
+from pneumonia_cxr.evaluate import (
+    assert_consistent,
+    at_prevalence,
+    binary_metrics,
+    bootstrap_ci,
+    choose_threshold,
+    robustness_table,
+    ternary_metrics,
+)
 
 
 @pytest.fixture
@@ -62,8 +69,15 @@ def test_robustness_table_has_every_shift():
     x = rng.integers(0, 255, (20, 32, 32)).astype(np.uint8)
     y = np.r_[np.zeros(10), np.ones(10)].astype(int)
     table = robustness_table(lambda im: im.mean((1, 2)) / 255, x, y, 0.5)
-    assert {"none", "contrast x0.7", "brightness +25", "gamma 1.5", "blur r=1.5", "resolution x0.5",
-            "aspect swapped"} <= set(table["shift"])
+    assert {
+        "none",
+        "contrast x0.7",
+        "brightness +25",
+        "gamma 1.5",
+        "blur r=1.5",
+        "resolution x0.5",
+        "aspect swapped",
+    } <= set(table["shift"])
 
 
 def test_aspect_swap_narrows_normal_and_widens_pneumonia_images():
@@ -96,7 +110,9 @@ def test_zoom_shifts_scale_the_field_of_view_on_both_axes_and_pad_with_edge_pixe
     assert zin.shape == zout.shape == (60, 60)
     assert all(abs(n - 20 * 1.3) <= 1.5 for n in side(zin)) and all(abs(n - 20 * 0.7) <= 1.5 for n in side(zout))
     pad = zout[:, :9]  # (60 - 42) / 2 columns on the left
-    assert (pad == zout[:, 9:10]).all() and 0 < pad.min() and pad.max() < 50, "the edge repeated, not reflected or black"
+    assert (pad == zout[:, 9:10]).all() and 0 < pad.min() and pad.max() < 50, (
+        "the edge repeated, not reflected or black"
+    )
     assert zin.min() >= 45, "a zoom-in crops: the dark edge column is gone"
 
 
@@ -114,10 +130,17 @@ def test_shift_summary_averages_youden_and_keeps_the_worst_case():
 def test_model_choice_prefers_holding_up_under_shift_to_a_saturated_validation_auc():
     from pneumonia_cxr.results import choose_model
 
-    binary = lambda auc, youden=None: {"task": "binary", "val": {"roc_auc": auc},  # noqa: E731
-                                       **({"val_under_shifts": {"mean_youden": youden}} if youden is not None else {})}
-    metrics = {"sharp": binary(0.999, 0.80), "steady": binary(0.998, 0.90), "pixels": binary(0.9995),
-               "ternary": {"task": "ternary", "val": {"roc_auc": 1.0}}}
+    binary = lambda auc, youden=None: {
+        "task": "binary",
+        "val": {"roc_auc": auc},  # noqa: E731
+        **({"val_under_shifts": {"mean_youden": youden}} if youden is not None else {}),
+    }
+    metrics = {
+        "sharp": binary(0.999, 0.80),
+        "steady": binary(0.998, 0.90),
+        "pixels": binary(0.9995),
+        "ternary": {"task": "ternary", "val": {"roc_auc": 1.0}},
+    }
     assert choose_model(metrics) == "steady"
     assert choose_model({"a": binary(0.99), "b": binary(0.98)}) == "a"  # no shift summaries: validation AUC
     with pytest.raises(ValueError):
@@ -160,25 +183,30 @@ def test_choice_bootstrap_reapplies_the_rule_to_resampled_validation_patients(tm
 
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(150), np.zeros(50)].astype(int)
-    rows = pd.DataFrame({"relpath": [f"im{i}.jpeg" for i in range(200)], "patient": [f"p{i // 2}" for i in range(200)],
-                         "y_true": y})
+    rows = pd.DataFrame(
+        {"relpath": [f"im{i}.jpeg" for i in range(200)], "patient": [f"p{i // 2}" for i in range(200)], "y_true": y}
+    )
     noise = {"clear": 0.15, "muddled": 0.6, "close": 0.155}
     shifted = {}
     for name, sd in noise.items():
         shifted[name] = np.clip(y[:, None] * 0.5 + 0.25 + rng.normal(0, sd, (200, len(SHIFTS))), 0, 1)
         pd.concat([rows, pd.DataFrame(shifted[name], columns=list(SHIFTS))], axis=1).to_csv(
-            tmp_path / f"{name}_val_shifts.csv", index=False)
+            tmp_path / f"{name}_val_shifts.csv", index=False
+        )
     table = choice_bootstrap(tmp_path, list(noise), n_boot=200, seed=1)
     assert table["chosen in resamples"].sum() == pytest.approx(1.0)
     assert table["chosen in resamples"]["muddled"] < 0.05 < table["chosen in resamples"]["close"]
-    assert (table["J 2.5%"] <= table["mean J under shifts"]).all() and (table["mean J under shifts"] <= table["J 97.5%"]).all()
+    assert (table["J 2.5%"] <= table["mean J under shifts"]).all() and (
+        table["mean J under shifts"] <= table["J 97.5%"]
+    ).all()
     # the same score as choose_model's: J averaged over the robustness table at the validation threshold
     p = shifted["clear"]
     frame = pd.DataFrame(p, columns=list(SHIFTS))
     rob = shift_metrics(frame, y, choose_threshold(y, p[:, 0]))
     assert mean_youden_under_shifts(y, p) == pytest.approx(shift_summary(rob)["mean_youden"])
     pd.concat([rows.assign(relpath=rows["relpath"][::-1].to_numpy()), frame], axis=1).to_csv(
-        tmp_path / "shuffled_val_shifts.csv", index=False)
+        tmp_path / "shuffled_val_shifts.csv", index=False
+    )
     with pytest.raises(ValueError, match="shuffled_val_shifts.csv"):
         choice_bootstrap(tmp_path, ["clear", "shuffled"], n_boot=10)
 
@@ -189,10 +217,12 @@ def test_subgroup_table_splits_sensitivity_by_subtype_and_specificity_by_normal_
     from pneumonia_cxr.evaluate import binary_metrics
     from pneumonia_cxr.results import subgroup_table
 
-    rows = ([("bacteria", f"person{i}", 1, 0.9) for i in range(40)]                      # all found
-            + [("virus", f"person{100 + i}", 1, 0.9 if i % 4 else 0.1) for i in range(40)]  # a quarter missed
-            + [("normal", f"IM-{i:04d}", 0, 0.1) for i in range(30)]                     # all cleared
-            + [("normal", f"NORMAL2-IM-{i:04d}", 0, 0.9 if i < 6 else 0.1) for i in range(30)])  # 6 false alarms
+    rows = (
+        [("bacteria", f"person{i}", 1, 0.9) for i in range(40)]  # all found
+        + [("virus", f"person{100 + i}", 1, 0.9 if i % 4 else 0.1) for i in range(40)]  # a quarter missed
+        + [("normal", f"IM-{i:04d}", 0, 0.1) for i in range(30)]  # all cleared
+        + [("normal", f"NORMAL2-IM-{i:04d}", 0, 0.9 if i < 6 else 0.1) for i in range(30)]
+    )  # 6 false alarms
     pred = pd.DataFrame(rows, columns=["subtype", "patient", "y_true", "p_pneumonia"])
     pred.insert(0, "relpath", [f"im{i}.jpeg" for i in range(len(pred))])
     pred.to_csv(tmp_path / "m_test.csv", index=False)
@@ -233,13 +263,23 @@ def test_predictions_read_back_give_the_same_calls_at_the_saved_threshold(tmp_pa
     y = rng.integers(0, 2, 500)
     p = np.clip(y * 0.3 + rng.random(500) * 0.7, 0, 1).astype(np.float32)
     threshold = choose_threshold(y, p)
-    rows = pd.DataFrame({"relpath": [f"im{i}.jpeg" for i in range(500)], "patient": [f"p{i}" for i in range(500)],
-                         "split_assigned": "val", "subtype": np.where(y == 1, "bacteria", "normal")})
+    rows = pd.DataFrame(
+        {
+            "relpath": [f"im{i}.jpeg" for i in range(500)],
+            "patient": [f"p{i}" for i in range(500)],
+            "split_assigned": "val",
+            "subtype": np.where(y == 1, "bacteria", "normal"),
+        }
+    )
     y_back, p_back = probabilities(save_predictions(tmp_path / "m_val.csv", rows, p, y))
     assert ((p_back >= threshold) == (p >= threshold)).all()
     for t in map(float, p[:100]):  # any threshold taken from the probabilities themselves
         assert ((p_back >= t) == (p >= t)).all(), t
-    assert binary_metrics(y_back, p_back, threshold)["sensitivity"] == binary_metrics(y, p, threshold)["sensitivity"] >= 0.95
+    assert (
+        binary_metrics(y_back, p_back, threshold)["sensitivity"]
+        == binary_metrics(y, p, threshold)["sensitivity"]
+        >= 0.95
+    )
 
 
 def test_shift_predictions_takes_given_columns_as_they_are_and_predicts_the_rest():

@@ -19,7 +19,9 @@ from pneumonia_cxr.train import ModelFileError, compile_model, load_model, save_
 def saved(tmp_path_factory):
     model = compile_model(build_scratch_cnn(32, (4, 8)), 1e-3)
     path = tmp_path_factory.mktemp("m") / "cnn.keras"
-    save_model(model, path, image_size=32, resize="squash", task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.4)
+    save_model(
+        model, path, image_size=32, resize="squash", task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.4
+    )
     return model, path
 
 
@@ -98,8 +100,15 @@ def test_clahe_equalises_each_region_and_keeps_grey_level_order():
 def test_clahe_model_reloads_and_bad_settings_are_named(tmp_path):
     model = compile_model(build_scratch_cnn(32, (4,), equalize="clahe"), 1e-3)
     x = np.random.default_rng(5).integers(0, 255, (3, 32, 32, 1)).astype("float32")
-    path = save_model(model, tmp_path / "clahe.keras", image_size=32, resize="squash", task="binary",
-                      classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    path = save_model(
+        model,
+        tmp_path / "clahe.keras",
+        image_size=32,
+        resize="squash",
+        task="binary",
+        classes=["NORMAL", "PNEUMONIA"],
+        threshold=0.5,
+    )
     again, _ = load_model(path)
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="30 x 30 is not a multiple of 4"):
@@ -134,8 +143,16 @@ def test_ensemble_of_two_sizes_averages_and_reloads(tmp_path, saved):
     p_small = small.predict(keras.layers.Resizing(32, 32, antialias=True)(x), verbose=0)
     expected = (p_small + other.predict(x, verbose=0)) / 2
     np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, atol=1e-5)
-    path = save_model(ensemble, tmp_path / "ens.keras", image_size=48, resize="squash", task="binary",
-                      classes=["NORMAL", "PNEUMONIA"], threshold=0.5, members=["cnn", "other_cnn"])
+    path = save_model(
+        ensemble,
+        tmp_path / "ens.keras",
+        image_size=48,
+        resize="squash",
+        task="binary",
+        classes=["NORMAL", "PNEUMONIA"],
+        threshold=0.5,
+        members=["cnn", "other_cnn"],
+    )
     again, meta = load_model(path)
     np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-5)
     assert meta["members"] == ["cnn", "other_cnn"]

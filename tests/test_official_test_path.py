@@ -37,9 +37,23 @@ def test_smoke_run_evaluates_on_the_official_test_folder(real_224, real_fullres,
     data = tmp_path / "chest_xray"
     n_test, test_patients = kaggle_folder_with_test(real_224, real_fullres, data)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pneumonia_cxr.runner", "--profile", "smoke", "--data-dir", str(data),
-           "--cache-dir", str(out / "cache"), "--output-dir", str(out / "reports"), "--models-dir", str(out / "models"),
-           "--executed-dir", str(out / "notebooks")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pneumonia_cxr.runner",
+        "--profile",
+        "smoke",
+        "--data-dir",
+        str(data),
+        "--cache-dir",
+        str(out / "cache"),
+        "--output-dir",
+        str(out / "reports"),
+        "--models-dir",
+        str(out / "models"),
+        "--executed-dir",
+        str(out / "notebooks"),
+    ]
     weights = real_224.parents[1] / "weights"
     if weights.is_dir():
         cmd += ["--weights-dir", str(weights)]

@@ -57,15 +57,23 @@ def test_model_predicts_the_same_from_uint8_and_float_batches():
 
     x = np.random.default_rng(2).integers(0, 256, (6, 32, 32)).astype(np.uint8)
     model = build_scratch_cnn(32, (4,))
-    np.testing.assert_array_equal(model.predict(make_dataset(x, None, 3), verbose=0),
-                                  model.predict(x[..., None].astype(np.float32), batch_size=3, verbose=0))
+    np.testing.assert_array_equal(
+        model.predict(make_dataset(x, None, 3), verbose=0),
+        model.predict(x[..., None].astype(np.float32), batch_size=3, verbose=0),
+    )
 
 
 def test_augmentation_is_seeded_bounded_and_changes_images():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (8, 32, 32)).astype(np.uint8)
-    run = lambda seed: np.concatenate([b[0] for b in batches(  # noqa: E731
-        make_dataset(x, np.zeros(8), 4, training=True, seed=seed, augment=1.0))])
+    run = lambda seed: np.concatenate(
+        [
+            b[0]
+            for b in batches(  # noqa: E731
+                make_dataset(x, np.zeros(8), 4, training=True, seed=seed, augment=1.0)
+            )
+        ]
+    )
     a, b, c = run(3), run(3), run(4)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -100,7 +108,7 @@ def test_training_widens_pneumonia_images_to_normal_geometry_without_black_bars(
     x = np.full((4, 64, 64), 50, np.uint8)
     x[:, 22:42, 22:42] = 200  # a bright square, 20 x 20 px
     labels = np.array([0, 1, 0, 1])
-    (images, y), = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0, class_aspect=True))
+    ((images, y),) = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0, class_aspect=True))
     bright = images[..., 0] > 125
     widths, heights = bright[:, 32, :].sum(1), bright[:, :, 32].sum(1)
     factor = np.exp(pipeline.ASPECT_OFFSET)  # the width / height change
@@ -108,7 +116,7 @@ def test_training_widens_pneumonia_images_to_normal_geometry_without_black_bars(
         expected = (20, 20) if label == 0 else (20 * factor, 20)
         assert abs(w - expected[0]) <= 1.5 and abs(h - expected[1]) <= 1.5, (label, w, h, expected)
     assert images.min() > 25, "no black border added"
-    (plain, _), = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0))
+    ((plain, _),) = batches(make_dataset(x, labels, 4, training=True, seed=0, augment=1.0))
     assert ((plain[..., 0] > 125).sum((1, 2)) == 400).all(), "no offset by default"
 
 
@@ -120,7 +128,7 @@ def test_collimator_bands_are_black_edges_of_either_class(monkeypatch):
     monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, border_fraction=0.5, border_width=0.1))
     x = np.full((64, 40, 40), 100, np.uint8)
     labels = np.arange(64) % 2
-    (images, y), = batches(make_dataset(x, labels, 64, training=True, seed=0, augment=1.0))
+    ((images, y),) = batches(make_dataset(x, labels, 64, training=True, seed=0, augment=1.0))
     images = np.round(images[..., 0])  # gamma 1 leaves a 1e-4 rounding
     assert set(np.unique(images)) <= {0.0, 100.0}
     assert (images[:, 4:-4, 4:-4] == 100).all(), "bands stay within 10% of each side"
@@ -137,7 +145,7 @@ def test_grain_is_zero_mean_noise_on_about_noise_fraction_of_the_images(monkeypa
     monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, noise_fraction=0.5, noise_sd=8.0))
     x = np.full((64, 32, 32), 100, np.uint8)
     labels = np.arange(64) % 2
-    (images, y), = batches(make_dataset(x, labels, 64, training=True, seed=0, augment=1.0))
+    ((images, y),) = batches(make_dataset(x, labels, 64, training=True, seed=0, augment=1.0))
     grain = images[..., 0] - 100.0
     sd = grain.std((1, 2))
     grainy = sd > 0.05
@@ -154,7 +162,7 @@ def test_jpeg_resave_is_a_real_jpeg_round_trip_on_about_jpeg_fraction_of_the_ima
 
     monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, jpeg_fraction=0.5, jpeg_quality=(30, 95)))
     x = np.random.default_rng(0).integers(60, 200, (32, 16, 16)).astype(np.uint8)  # texture for JPEG to lose
-    (images, index), = batches(make_dataset(x, np.arange(32), 32, training=True, seed=0, augment=1.0))
+    ((images, index),) = batches(make_dataset(x, np.arange(32), 32, training=True, seed=0, augment=1.0))
     images, x, y = images[..., 0], x[index], index % 2  # shuffled: the "labels" say which image; classes alternate
     changed = np.abs(images - x).max((1, 2)) > 0.5
     assert 0.25 < changed.mean() < 0.75 and changed[y == 0].any() and changed[y == 1].any()
@@ -174,7 +182,7 @@ def test_blur_beyond_one_blends_on_towards_the_twice_blurred_image(monkeypatch):
     once = once.numpy()[..., 0]
     for k, expected in [(1.0, once), (2.0, twice), (1.5, (once + twice) / 2)]:
         monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, blur=(k, k)))
-        images, = batches(make_dataset(x, None, 2, training=True, seed=0, augment=1.0))
+        (images,) = batches(make_dataset(x, None, 2, training=True, seed=0, augment=1.0))
         np.testing.assert_allclose(images[..., 0], expected, atol=0.01)
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from pneumonia_cxr import predict
@@ -19,7 +18,9 @@ def model_path(tmp_path_factory, real_fullres):
     model = compile_model(build_scratch_cnn(48, (8, 16, 32)), 3e-3)
     model.fit(x[..., None].astype("float32"), y, epochs=2, batch_size=32, verbose=0)
     path = tmp_path_factory.mktemp("model") / "cnn.keras"
-    save_model(model, path, image_size=48, resize="squash", task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    save_model(
+        model, path, image_size=48, resize="squash", task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.5
+    )
     return path
 
 
@@ -44,8 +45,16 @@ def test_predict_explains_an_ensemble_at_its_threshold(model_path, real_fullres,
 
     cnn, _ = load_model(model_path)
     other = compile_model(build_scratch_cnn(32, (8,), name="small_cnn"), 3e-3)  # another size, as notebook 07's
-    path = save_model(build_ensemble([cnn, other], 48), tmp_path / "ensemble.keras", image_size=48, resize="squash",
-                      task="binary", classes=["NORMAL", "PNEUMONIA"], threshold=0.3, members=[cnn.name, "small_cnn"])
+    path = save_model(
+        build_ensemble([cnn, other], 48),
+        tmp_path / "ensemble.keras",
+        image_size=48,
+        resize="squash",
+        task="binary",
+        classes=["NORMAL", "PNEUMONIA"],
+        threshold=0.3,
+        members=[cnn.name, "small_cnn"],
+    )
     image = str(sorted((real_fullres / "train").rglob("*.jpeg"))[0])
     assert predict.main([image, "--model", str(path), "--json", "--gradcam", str(tmp_path / "cam.png")]) == 0
     row = json.loads(capsys.readouterr().out)[0]
@@ -71,8 +80,14 @@ def test_predict_with_a_ternary_model(model_path, real_fullres, tmp_path, capsys
     from pneumonia_cxr.data import TERNARY_CLASSES
 
     ternary = compile_model(build_scratch_cnn(40, (8,), n_classes=3, name="ternary_cnn"), 3e-3, n_classes=3)
-    t_path = save_model(ternary, tmp_path / "ternary.keras", image_size=40, resize="squash", task="ternary",
-                        classes=list(TERNARY_CLASSES))  # another size: each model is fed as it was trained
+    t_path = save_model(
+        ternary,
+        tmp_path / "ternary.keras",
+        image_size=40,
+        resize="squash",
+        task="ternary",
+        classes=list(TERNARY_CLASSES),
+    )  # another size: each model is fed as it was trained
     image = str(sorted((real_fullres / "train").rglob("*.jpeg"))[0])
     assert predict.main([image, "--model", str(model_path), "--ternary-model", str(t_path), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]

@@ -69,9 +69,12 @@ def test_fingerprint_follows_imports_through_the_package_and_ignores_the_rest(tm
     from pneumonia_cxr.provenance import code_fingerprint, imported_sources
 
     package = _package(
-        tmp_path, train="from .models import build\n", models="def build():\n    from .data import load\n",
+        tmp_path,
+        train="from .models import build\n",
+        models="def build():\n    from .data import load\n",
         **{"data.__init__": "from .cache import load\n", "data.cache": "def load(): ...\n"},
-        runner="from .train import fit\n", report="x = 1\n",
+        runner="from .train import fit\n",
+        report="x = 1\n",
     )
     cells = ["%matplotlib inline\nfrom pneumonia_cxr.train import fit"]  # a magic, as in a real notebook
     found = {p.relative_to(package).as_posix() for p in imported_sources(cells, package)}
@@ -107,15 +110,35 @@ def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_timing(tmp_
 
     def executed(random_id, seconds, address):  # papermill gives the cell it injects a new random id on every run
         cell = nbformat.v4.new_code_cell("seed = 7", metadata={"tags": ["injected-parameters"]}, id=random_id)
-        shown = nbformat.v4.new_code_cell("x = 1", id="kept", execution_count=1, outputs=[
-            nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)])
-        styled = nbformat.v4.new_code_cell("table.style", id="styled", execution_count=2, outputs=[
-            nbformat.v4.new_output("execute_result", {"text/html": "<table></table>",
-                                                      "text/plain": f"<pandas.io.formats.style.Styler at {address}>"},
-                                   execution_count=2),
-            nbformat.v4.new_output("display_data", {"text/plain": f"<Figure at {address}>"})])  # nothing richer
-        book = nbformat.v4.new_notebook(cells=[shown, styled, cell], metadata={"papermill": {
-            "duration": seconds, "input_path": f"/home/{random_id}/nb.ipynb", "output_path": f"/tmp/{random_id}.ipynb"}})
+        shown = nbformat.v4.new_code_cell(
+            "x = 1",
+            id="kept",
+            execution_count=1,
+            outputs=[nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)],
+        )
+        styled = nbformat.v4.new_code_cell(
+            "table.style",
+            id="styled",
+            execution_count=2,
+            outputs=[
+                nbformat.v4.new_output(
+                    "execute_result",
+                    {"text/html": "<table></table>", "text/plain": f"<pandas.io.formats.style.Styler at {address}>"},
+                    execution_count=2,
+                ),
+                nbformat.v4.new_output("display_data", {"text/plain": f"<Figure at {address}>"}),
+            ],
+        )  # nothing richer
+        book = nbformat.v4.new_notebook(
+            cells=[shown, styled, cell],
+            metadata={
+                "papermill": {
+                    "duration": seconds,
+                    "input_path": f"/home/{random_id}/nb.ipynb",
+                    "output_path": f"/tmp/{random_id}.ipynb",
+                }
+            },
+        )
         path = tmp_path / f"{random_id}.ipynb"
         nbformat.write(book, str(path))
         clean_notebook(path)

@@ -20,5 +20,7 @@ def test_anchors_sentence_quotes_the_table():
     s = anchors_sentence()
     assert f"AUC {honest['official test AUC'].min():.3f}-{honest['official test AUC'].max():.3f}" in s
     for _, r in t[t["hold-out AUC"].notna()].iterrows():
-        assert f"{r['hold-out AUC']:.3f}" in s and f"{r['official test AUC']:.3f}" in s and f"{r['specificity']:.2f}" in s
+        assert (
+            f"{r['hold-out AUC']:.3f}" in s and f"{r['official test AUC']:.3f}" in s and f"{r['specificity']:.2f}" in s
+        )
     assert "Kermany" not in s  # the README's table has its own row for the one result chosen on test

@@ -13,7 +13,7 @@ def _expand(token: str) -> list[str]:
     m = re.search(r"\{([^{}]*)\}", token)
     if not m:
         return [token]
-    return [x for alt in m.group(1).split(",") for x in _expand(token[:m.start()] + alt + token[m.end():])]
+    return [x for alt in m.group(1).split(",") for x in _expand(token[: m.start()] + alt + token[m.end() :])]
 
 
 def readme_patterns(readme: str) -> list[str]:
@@ -21,13 +21,15 @@ def readme_patterns(readme: str) -> list[str]:
 
 
 def is_named(path: str, patterns: list[str]) -> bool:
-    # a pattern with a folder matches the whole path; a bare name (a table cell's `transfer_robustness.csv`) the file name
+    # a pattern with a folder matches the whole path; a bare name (a table cell's `transfer_robustness.csv`) the
+    # file name
     return any(fnmatch.fnmatch(path if "/" in p else Path(path).name, p) for p in patterns)
 
 
 def test_readme_names_every_kept_output_file():
-    tracked = subprocess.run(["git", "ls-files", "img", "reports"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "img", "reports"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     outputs = [f for f in tracked if not f.startswith("reports/seeds/")]  # seeds: the same files, one line says so
     assert len(outputs) > 40
     patterns = readme_patterns((ROOT / "README.md").read_text())

@@ -67,7 +67,10 @@ def test_stale_results_names_each_thing_the_code_would_no_longer_make(tmp_path):
     assert report.stale_results(tmp_path) == []
     del run["notebooks"]["01_eda"]
     write_json(main, run)
-    assert [p.split(":")[0] for p in report.stale_results(tmp_path)] == ["notebooks/01_eda.ipynb", "final_notebook.ipynb"]
+    assert [p.split(":")[0] for p in report.stale_results(tmp_path)] == [
+        "notebooks/01_eda.ipynb",
+        "final_notebook.ipynb",
+    ]
 
 
 def test_pdf_report_has_title_table_figures_and_metrics(tmp_path):
@@ -97,15 +100,25 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
 
     def run(folder, seed, auc, j, profile="full", models=("cnn", "transfer", "ternary"), code="abc"):
         notebooks = {"03_cnn": {"code": code}, "final_notebook": {"code": "any"}}
-        write_json(folder / "run.json", {"seed": seed, "profile": profile, "data_dir": "/x/chest_xray_224",
-                                         "notebooks": notebooks})
+        write_json(
+            folder / "run.json",
+            {"seed": seed, "profile": profile, "data_dir": "/x/chest_xray_224", "notebooks": notebooks},
+        )
         for name in models:
             test = {"roc_auc": auc, "sensitivity": 0.9, "specificity": 0.8, "accuracy": 0.85}
-            m = {"model": name, "task": "binary", "test": test, "val": {"roc_auc": 0.99},
-                 "val_under_shifts": {"mean_youden": j.get(name)}}
+            m = {
+                "model": name,
+                "task": "binary",
+                "test": test,
+                "val": {"roc_auc": 0.99},
+                "val_under_shifts": {"mean_youden": j.get(name)},
+            }
             if name == "ternary":
-                m = {"model": name, "task": "ternary",
-                     "test": {"accuracy": 0.8, "macro_ovr_auc": auc, "bacterial_vs_viral": {"roc_auc": 0.7}}}
+                m = {
+                    "model": name,
+                    "task": "ternary",
+                    "test": {"accuracy": 0.8, "macro_ovr_auc": auc, "bacterial_vs_viral": {"roc_auc": 0.7}},
+                }
             write_json(folder / f"{name}.json", m)
 
     run(tmp_path / "metrics", 42, 0.95, {"cnn": 0.9, "transfer": 0.8})
@@ -118,7 +131,8 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
         runs = seed_runs(tmp_path)
     assert list(runs) == [42, 7, 10]  # the main run first; 8 (a model missing), 9 (another profile), 11 (older code)
     assert {str(w.message).split(":")[0] for w in caught} == {str(tmp_path / "seeds" / s / "metrics") for s in "89"} | {
-        str(tmp_path / "seeds" / "11" / "metrics")}
+        str(tmp_path / "seeds" / "11" / "metrics")
+    }
     assert "code (made before a code change?)" in next(str(w.message) for w in caught if "/11/" in str(w.message))
     table = seed_table(runs)
     assert list(table.columns) == ["seed 42", "seed 7", "seed 10", "spread"]
@@ -127,7 +141,9 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     assert table.loc[("ternary", "macro OvR AUC"), "spread"] == pytest.approx(0.02)
     assert table.loc[("chosen", "model"), ["seed 42", "seed 7", "seed 10"]].tolist() == ["cnn", "transfer", "cnn"]
     with pytest.warns(UserWarning):
-        line, second = report.seed_sentences(tmp_path, "cnn")  # the README's line for seed 7: the main choice, then its own
+        line, second = report.seed_sentences(
+            tmp_path, "cnn"
+        )  # the README's line for seed 7: the main choice, then its own
     assert line.startswith("With seed 7") and line.index("cnn: test AUC 0.970") < line.index("transfer (its choice)")
     assert "make seed-check" in line and second.startswith("With seed 10: ")  # what a seed run is: said once
     run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
@@ -144,8 +160,12 @@ def test_threshold_sentence_reads_the_chosen_models_rows(tmp_path):
     y = np.repeat(rng.random(300) < 0.7, 2)
     p = 1 / (1 + np.exp(-(rng.normal(size=600) + 2 * (y - 0.5))))
     groups = np.repeat(np.arange(300), 2)
-    table = pd.concat([threshold_out_of_bag(y, p, groups, (0.95, 0.97), n_boot=50).assign(model="cnn"),
-                       threshold_out_of_bag(y, 1 - p, groups, (0.95,), n_boot=50).assign(model="other")])
+    table = pd.concat(
+        [
+            threshold_out_of_bag(y, p, groups, (0.95, 0.97), n_boot=50).assign(model="cnn"),
+            threshold_out_of_bag(y, 1 - p, groups, (0.95,), n_boot=50).assign(model="other"),
+        ]
+    )
     table.to_csv(tmp_path / "t.csv", index=False)  # the sentence reads the file the final notebook writes
     line = report.threshold_sentence(pd.read_csv(tmp_path / "t.csv"), "cnn")
     first = table[table["model"] == "cnn"].iloc[0]
@@ -168,32 +188,46 @@ def test_ternary_shift_sentence_reads_both_splits_robustness_files(tmp_path):
         return shift_table({s: p / p.sum(1, keepdims=True) for s, p in probs.items()}, y)
 
     assert report.ternary_shift_sentence(tmp_path) == ""
-    tables = {"ternary_val_robustness.csv": {"ternary": table(0.5), "combined": table(1.0)},
-              "ternary_robustness.csv": {"ternary": table(2.0), "combined": table(4.0)}}
+    tables = {
+        "ternary_val_robustness.csv": {"ternary": table(0.5), "combined": table(1.0)},
+        "ternary_robustness.csv": {"ternary": table(2.0), "combined": table(4.0)},
+    }
     for name, t in tables.items():
         pd.concat(t, names=["model"]).reset_index(level=0).to_csv(tmp_path / name, index=False)
     line = report.ternary_shift_sentence(tmp_path)
     assert "Under the 2 acquisition shifts" in line
     for split, name in (("validation", "ternary_val_robustness.csv"), ("test", "ternary_robustness.csv")):
         s = ternary_shift_summary(tables[name]["combined"])
-        assert (f"combined {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
-                f"{s['worst normal recall']:.3f}") in line.split(f"on {split} ")[1].split(";")[0]
+        assert (
+            f"combined {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
+            f"{s['worst normal recall']:.3f}"
+        ) in line.split(f"on {split} ")[1].split(";")[0]
 
 
 def test_official_layout_sentence_puts_its_time_beside_the_training_size_here():
-    timing = {"wall_seconds": 2640.0, "peak_memory_mb": 3432.1, "images": {"train": 4434, "val": 798, "test": 624},
-              "git_commit": "abc1234", "cpu_count": 2, "cpu": "Some CPU"}
+    timing = {
+        "wall_seconds": 2640.0,
+        "peak_memory_mb": 3432.1,
+        "images": {"train": 4434, "val": 798, "test": 624},
+        "git_commit": "abc1234",
+        "cpu_count": 2,
+        "cpu": "Some CPU",
+    }
     eda = {"assigned_split_counts": {"train": {"normal": 970, "bacteria": 1837, "virus": 968}}}
     line = report.official_layout_sentence(timing, eda)
     assert "44.0 min, peak memory 3432 MB, training on 4,434 images instead of 3,775" in line
     assert "(commit abc1234; 2 CPU cores, Some CPU)" in line
     assert "earlier" not in line
     timing["notebook_seconds"] = {"03_scratch_cnn": 2400.0, "07_ensemble": 210.0, "final_notebook": 30.0}
-    timing["earlier"] = [{"git_commit": "def5678", "date": "2026-11-20", "minutes_01_07": 42.34},
-                         {"git_commit": "0123abc", "minutes_01_07": 53.1}]
+    timing["earlier"] = [
+        {"git_commit": "def5678", "date": "2026-11-20", "minutes_01_07": 42.34},
+        {"git_commit": "0123abc", "minutes_01_07": 53.1},
+    ]
     line = report.official_layout_sentence(timing, eda)
-    assert line.endswith("Notebooks 01-07 took 43.5 min there; earlier measurements, newest first: "
-                         "42.3 min (def5678, 2026-11-20), 53.1 min (0123abc).")
+    assert line.endswith(
+        "Notebooks 01-07 took 43.5 min there; earlier measurements, newest first: "
+        "42.3 min (def5678, 2026-11-20), 53.1 min (0123abc)."
+    )
 
 
 def test_an_ablation_made_beside_another_scratch_cnn_is_stale(tmp_path):
@@ -201,11 +235,21 @@ def test_an_ablation_made_beside_another_scratch_cnn_is_stale(tmp_path):
 
     assert report.stale_ablation(tmp_path) == []  # never made: nothing to be stale
     shifts = ["none", "aspect swapped"]
-    scratch = pd.DataFrame({"shift": shifts + ["blur r=1.5"], "roc_auc": [0.99, 0.98, 0.97],
-                            "sensitivity": 0.95, "specificity": [0.9, 0.8, 0.7]})
+    scratch = pd.DataFrame(
+        {
+            "shift": shifts + ["blur r=1.5"],
+            "roc_auc": [0.99, 0.98, 0.97],
+            "sensitivity": 0.95,
+            "specificity": [0.9, 0.8, 0.7],
+        }
+    )
     scratch.to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)
-    ablation = pd.concat([scratch.iloc[:2].assign(model=report.ABLATION_BASELINE),
-                          scratch.iloc[:2].assign(model="with the offset (ablation)", specificity=[0.5, 0.4])])
+    ablation = pd.concat(
+        [
+            scratch.iloc[:2].assign(model=report.ABLATION_BASELINE),
+            scratch.iloc[:2].assign(model="with the offset (ablation)", specificity=[0.5, 0.4]),
+        ]
+    )
     ablation.to_csv(tmp_path / "aspect_offset_ablation.csv", index=False)
     assert report.stale_ablation(tmp_path) == []
     scratch.assign(specificity=[0.9, 0.81, 0.7]).to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)

@@ -10,8 +10,14 @@ from pneumonia_cxr.train import compile_model, fit, kept_epoch, seed_everything
 def train_once(seed: int, x, y) -> np.ndarray:
     seed_everything(seed)
     model = compile_model(build_scratch_cnn(32, (4, 8)), 1e-2)
-    history = fit(model, make_dataset(x, y, 8, training=True, seed=seed, augment=1.0), make_dataset(x, y, 16), 3,
-                  class_weights(y), patience=3)
+    history = fit(
+        model,
+        make_dataset(x, y, 8, training=True, seed=seed, augment=1.0),
+        make_dataset(x, y, 16),
+        3,
+        class_weights(y),
+        patience=3,
+    )
     # the kept epoch is the first with the best validation AUC, and the model ends with its weights
     assert history["kept"].sum() == 1 and kept_epoch(history) == history["val_auc"].to_numpy().argmax() + 1
     final_auc = model.evaluate(make_dataset(x, y, 16), verbose=0, return_dict=True)["auc"]

@@ -21,8 +21,10 @@ def up_to_date_run() -> dict:
     ran = {}
     for nb in runner.NOTEBOOKS:
         stem = Path(nb).stem
-        ran[stem] = {"code": code_fingerprint(nb), **({"inputs": runner.inputs_now(stem, ran)}
-                                                      if stem in runner.READS_FROM else {})}
+        ran[stem] = {
+            "code": code_fingerprint(nb),
+            **({"inputs": runner.inputs_now(stem, ran)} if stem in runner.READS_FROM else {}),
+        }
     return ran
 
 
@@ -36,8 +38,11 @@ def test_out_of_date_follows_code_and_the_results_a_notebook_read():
     assert runner.out_of_date(ran) == {}
 
     ran["03_scratch_cnn"]["code"] = "older"  # edited since it ran: it and what reads it run again
-    assert list(runner.out_of_date(ran)) == ["notebooks/03_scratch_cnn.ipynb", "notebooks/07_ensemble.ipynb",
-                                             "final_notebook.ipynb"]
+    assert list(runner.out_of_date(ran)) == [
+        "notebooks/03_scratch_cnn.ipynb",
+        "notebooks/07_ensemble.ipynb",
+        "final_notebook.ipynb",
+    ]
     assert "reads 03_scratch_cnn" in runner.out_of_date(ran)["notebooks/07_ensemble.ipynb"]
 
     ran = up_to_date_run()
@@ -45,8 +50,9 @@ def test_out_of_date_follows_code_and_the_results_a_notebook_read():
     stale = runner.out_of_date(ran)
     assert list(stale) == ["notebooks/07_ensemble.ipynb", "final_notebook.ipynb"]
     assert "read the results of 06_keras_tuner_search" in stale["notebooks/07_ensemble.ipynb"]
-    assert runner.out_of_date(ran, runner.NOTEBOOKS[:-1]) == {"notebooks/07_ensemble.ipynb":
-                                                              stale["notebooks/07_ensemble.ipynb"]}
+    assert runner.out_of_date(ran, runner.NOTEBOOKS[:-1]) == {
+        "notebooks/07_ensemble.ipynb": stale["notebooks/07_ensemble.ipynb"]
+    }
 
     ran = up_to_date_run()
     del ran["final_notebook"]["inputs"]  # a run.json from before the runner recorded what a notebook read
@@ -70,8 +76,17 @@ def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, 
         entry.update(seconds=1.0, git_commit="abc1234", cpu="a cpu")
     log = tmp_path / "reports" / "metrics" / "run.json"
     write_json(log, {"profile": "smoke", "seed": 42, "notebooks": ran, "peak_memory_mb": 100.0})
-    args = ["--stale", "--profile", "smoke", "--data-dir", str(tmp_path / "data"), "--output-dir",
-            str(tmp_path / "reports"), "--executed-dir", str(tmp_path / "executed")]
+    args = [
+        "--stale",
+        "--profile",
+        "smoke",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "reports"),
+        "--executed-dir",
+        str(tmp_path / "executed"),
+    ]
 
     assert runner.main(args) == 0
     assert executed == ["06_keras_tuner_search", "07_ensemble", "final_notebook"]
@@ -80,6 +95,7 @@ def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, 
     assert after["07_ensemble"]["inputs"]["06_keras_tuner_search"] == after["06_keras_tuner_search"]["code"]
     assert after["03_scratch_cnn"] == ran["03_scratch_cnn"], "a notebook not run keeps its entry"
     import tensorflow as tf  # a notebook that ran names the versions it ran with, read without importing them
+
     versions = read_json(log)["packages"]
     assert set(versions) == {"06_keras_tuner_search", "07_ensemble", "final_notebook"}
     assert versions["06_keras_tuner_search"]["tensorflow"] == tf.__version__
@@ -92,7 +108,9 @@ def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, 
     after["03_scratch_cnn"]["code"] = "older"
     write_json(log, {**read_json(log), "notebooks": after})
     assert runner.main([*args, "--only", "01_", "02_", "03_"]) == 0 and executed == ["03_scratch_cnn"]
-    assert set(read_json(log)["packages"]) == {"03_scratch_cnn", *versions}, "the others keep the versions they ran with"
+    assert set(read_json(log)["packages"]) == {"03_scratch_cnn", *versions}, (
+        "the others keep the versions they ran with"
+    )
 
 
 @pytest.mark.parametrize("where", ["main", "seed"])
@@ -105,8 +123,10 @@ def test_stale_results_names_a_notebook_that_read_older_results(tmp_path, where)
     write_json(tmp_path / "metrics" / "run.json", {"profile": "full", "data_dir": "d", "seed": 42, "notebooks": main})
     if where == "seed":
         del ran["final_notebook"]
-        write_json(tmp_path / "seeds" / "7" / "metrics" / "run.json",
-                   {"profile": "full", "data_dir": "d", "seed": 7, "notebooks": ran})
+        write_json(
+            tmp_path / "seeds" / "7" / "metrics" / "run.json",
+            {"profile": "full", "data_dir": "d", "seed": 7, "notebooks": ran},
+        )
     problems = [p for p in stale_results(tmp_path) if "07_ensemble.ipynb" in p]
     assert len(problems) == 1 and "read the results of 03_scratch_cnn" in problems[0]
     assert (where == "seed") == ("seeds/7" in problems[0])
@@ -125,9 +145,15 @@ def test_injected_folders_inside_the_repository_are_relative_to_the_notebook(tmp
     """An executed notebook in git names `../reports`, not the folder of whoever ran it; data elsewhere stays whole."""
     from pneumonia_cxr.provenance import ROOT
 
-    args = argparse.Namespace(profile="full", data_dir=str(tmp_path), cache_dir=str(ROOT / "data" / "cache"),
-                              output_dir=str(ROOT / "reports" / "seeds" / "7"), models_dir=str(ROOT / "models"),
-                              weights_dir=None, seed=7)
+    args = argparse.Namespace(
+        profile="full",
+        data_dir=str(tmp_path),
+        cache_dir=str(ROOT / "data" / "cache"),
+        output_dir=str(ROOT / "reports" / "seeds" / "7"),
+        models_dir=str(ROOT / "models"),
+        weights_dir=None,
+        seed=7,
+    )
     in_notebooks = runner.parameters(args, ROOT / "notebooks")
     assert in_notebooks["output_dir"] == "../reports/seeds/7" and in_notebooks["cache_dir"] == "../data/cache"
     assert in_notebooks["data_dir"] == str(tmp_path.resolve()) and "weights_dir" not in in_notebooks

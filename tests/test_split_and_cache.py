@@ -98,8 +98,10 @@ def test_truncated_image_is_a_counted_skip(tmp_path, demo_root):
 
 def test_interrupted_cache_build_leaves_nothing(tmp_path, demo_root, monkeypatch):
     table = build_manifest(demo_root).table
+
     def boom(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr("pneumonia_cxr.data.cache.np.save", boom)
     with pytest.raises(KeyboardInterrupt):
         build_image_cache(table, 32, tmp_path)

@@ -28,11 +28,22 @@ def test_verdict_reads_the_whole_interval():
 def test_ternary_ci_resamples_patients_and_skips_draws_without_every_class(tmp_path):
     y = np.array([0, 0, 1, 1, 2, 2])
     probs = np.eye(3)[y] * 0.8 + 0.2 / 3  # every image right
-    pred = pd.DataFrame({"patient": ["a", "a", "b", "c", "d", "e"], "y_true": y, "p_normal": probs[:, 0],
-                         "p_bacteria": probs[:, 1], "p_virus": probs[:, 2]})
+    pred = pd.DataFrame(
+        {
+            "patient": ["a", "a", "b", "c", "d", "e"],
+            "y_true": y,
+            "p_normal": probs[:, 0],
+            "p_bacteria": probs[:, 1],
+            "p_virus": probs[:, 2],
+        }
+    )
     pred.to_csv(tmp_path / "t.csv", index=False)
     assert ternary_ci(tmp_path / "t.csv", 200) == {"accuracy": [1.0, 1.0], "macro_ovr_auc": [1.0, 1.0]}
-    pred.loc[4, ["p_normal", "p_bacteria", "p_virus"]] = [0.9, 0.05, 0.05]  # one viral image called normal: accuracy 5/6 unless not drawn
+    pred.loc[4, ["p_normal", "p_bacteria", "p_virus"]] = [
+        0.9,
+        0.05,
+        0.05,
+    ]  # one viral image called normal: accuracy 5/6 unless not drawn
     pred.to_csv(tmp_path / "t.csv", index=False)
     ci = ternary_ci(tmp_path / "t.csv", 500)
     assert ci["accuracy"][0] < 5 / 6 + 1e-9 <= ci["accuracy"][1] <= 1.0
@@ -45,8 +56,9 @@ def committed():
     runs = seed_runs(REPORTS)
     layout = REPORTS / "official_layout_timing.json"
     run = next(iter(runs.values()))[0]
-    return runs, targets_table(runs, REPORTS / "predictions", 1000, run["seed"],
-                               read_json(layout) if layout.exists() else None)
+    return runs, targets_table(
+        runs, REPORTS / "predictions", 1000, run["seed"], read_json(layout) if layout.exists() else None
+    )
 
 
 def test_targets_table_holds_the_main_runs_own_values_and_counts_every_run(committed):
@@ -75,8 +87,10 @@ def test_targets_table_holds_the_main_runs_own_values_and_counts_every_run(commi
         timing = read_json(REPORTS / "official_layout_timing.json")
         layout = table[table["model"].str.startswith("a run with a test/ split")]
         assert list(layout["target"]) == [t for t in table["target"] if t.startswith(("wall", "peak"))][:2]
-        assert layout["value"].iloc[0] == sum(s for nb, s in timing["notebook_seconds"].items()
-                                             if nb != "final_notebook") / 60
+        assert (
+            layout["value"].iloc[0]
+            == sum(s for nb, s in timing["notebook_seconds"].items() if nb != "final_notebook") / 60
+        )
 
 
 def test_a_targets_table_the_runs_no_longer_give_is_stale(tmp_path, committed):

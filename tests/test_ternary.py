@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from pneumonia_cxr.ternary import (OFFICIAL_TEST_MIX, decision_shift_table, shift_table, summary_by_model,
-                                   ternary_shift_summary, with_binary_normal)
+from pneumonia_cxr.ternary import (
+    OFFICIAL_TEST_MIX,
+    decision_shift_table,
+    shift_table,
+    summary_by_model,
+    ternary_shift_summary,
+    with_binary_normal,
+)
 
 
 def test_with_binary_normal_averages_normal_and_keeps_the_subtype_split():
@@ -62,8 +68,10 @@ def test_decision_shift_table_puts_both_decisions_under_the_same_shifts():
     table = decision_shift_table(T, binary, y)
     assert list(table["model"]) == ["ternary"] * 2 + ["ternary_with_ensemble"] * 2
     assert list(table["shift"]) == ["none", "blur"] * 2 and list(table.index) == [0, 1, 2, 3]
-    alone, combined = (table[table["model"] == m].drop(columns="model").reset_index(drop=True)
-                       for m in ("ternary", "ternary_with_ensemble"))
+    alone, combined = (
+        table[table["model"] == m].drop(columns="model").reset_index(drop=True)
+        for m in ("ternary", "ternary_with_ensemble")
+    )
     assert alone.equals(shift_table(T, y))
     expected = shift_table({s: with_binary_normal(T[s], binary[s]) for s in T}, y)
     assert np.allclose(combined.drop(columns="shift"), expected.drop(columns="shift"))
@@ -71,7 +79,9 @@ def test_decision_shift_table_puts_both_decisions_under_the_same_shifts():
     summary = summary_by_model(table)
     assert list(summary.columns) == ["ternary", "ternary_with_ensemble"]
     assert summary["ternary_with_ensemble"].to_dict() == pytest.approx(ternary_shift_summary(expected))
-    assert list(decision_shift_table(T, binary, y, binary_name="cnn")["model"].unique()) == ["ternary",
-                                                                                            "ternary_with_cnn"]
+    assert list(decision_shift_table(T, binary, y, binary_name="cnn")["model"].unique()) == [
+        "ternary",
+        "ternary_with_cnn",
+    ]
     with pytest.raises(KeyError):  # a shift the binary model was not run on
         decision_shift_table({**T, "gamma": T["none"]}, binary, y)

@@ -5,8 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from pneumonia_cxr.data.thorax import (MAX_ZOOM, magnify, normalise_thorax_scale, thorax_width, thorax_width_or_closer,
-                                       zoom_to_thorax)
+from pneumonia_cxr.data.thorax import (
+    MAX_ZOOM,
+    magnify,
+    normalise_thorax_scale,
+    thorax_width,
+    thorax_width_or_closer,
+    zoom_to_thorax,
+)
 from pneumonia_cxr.ternary import with_binary_normal
 
 
@@ -112,8 +118,15 @@ def centre_brightness_model(weights, activation=None):
     from stock layers: one output per entry of `weights`."""
     import keras
 
-    model = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Cropping2D(24), keras.layers.Rescaling(1 / 255),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(weights), activation)])
+    model = keras.Sequential(
+        [
+            keras.Input((64, 64, 1)),
+            keras.layers.Cropping2D(24),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(weights), activation),
+        ]
+    )
     model.layers[-1].set_weights([np.array([weights], dtype="float32"), np.zeros(len(weights))])
     return model
 
@@ -132,8 +145,16 @@ def test_predict_gives_each_model_its_own_thorax_scale(real_fullres, tmp_path, c
     assert magnified.any(), "none of these 8 originals has a small thorax: pick others"
     expected = model.predict(normalised[..., None].astype("float32"), verbose=0).ravel()
     path = tmp_path / "centre.keras"
-    save_model(model, path, image_size=64, resize="squash", thorax_width=0.42, task="binary",
-               classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    save_model(
+        model,
+        path,
+        image_size=64,
+        resize="squash",
+        thorax_width=0.42,
+        task="binary",
+        classes=["NORMAL", "PNEUMONIA"],
+        threshold=0.5,
+    )
     assert predict.main([*files, "--model", str(path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     got = np.array([r["p_pneumonia"] for r in rows])
@@ -145,8 +166,15 @@ def test_predict_gives_each_model_its_own_thorax_scale(real_fullres, tmp_path, c
     # that gets them scaled: each model's own .json decides
     ternary = centre_brightness_model([4.0, 0.0, -4.0], "softmax")
     t_path = tmp_path / "ternary.keras"
-    save_model(ternary, t_path, image_size=64, resize="squash", thorax_width=None, task="ternary",
-               classes=["normal", "bacteria", "virus"])
+    save_model(
+        ternary,
+        t_path,
+        image_size=64,
+        resize="squash",
+        thorax_width=None,
+        task="ternary",
+        classes=["normal", "bacteria", "virus"],
+    )
     assert predict.main([*files, "--model", str(path), "--ternary-model", str(t_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert np.allclose([r["p_pneumonia"] for r in rows], expected, atol=1e-4)

@@ -5,8 +5,11 @@ import sys
 
 def main() -> int:
     commands = {
-        "summary": "pneumonia_cxr.data.summary", "predict": "pneumonia_cxr.predict",
-        "run": "pneumonia_cxr.runner", "report": "pneumonia_cxr.report", "demo": "pneumonia_cxr.data.demo",
+        "summary": "pneumonia_cxr.data.summary",
+        "predict": "pneumonia_cxr.predict",
+        "run": "pneumonia_cxr.runner",
+        "report": "pneumonia_cxr.report",
+        "demo": "pneumonia_cxr.data.demo",
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: pneumonia-cxr {{{'|'.join(commands)}}} ...", file=sys.stderr)

@@ -1,23 +1,12 @@
-"""Metrics, a threshold chosen on validation, patient-level bootstrap CIs, calibration, robustness."""
+"""Metrics, a threshold chosen on validation, patient-level bootstrap CIs, robustness under acquisition shifts."""
 
 from __future__ import annotations
 
-import io
-import zlib
-
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFilter
 from sklearn import metrics as skm
 
-from .data.pipeline import ORIGINAL_ASPECT
-from .data.thorax import magnify
-
-# Kermany et al., Cell 2018 (InceptionV3, official test split; model selected on that split)
-PUBLISHED = {
-    "Kermany et al. 2018 (binary)": {"accuracy": 0.928, "sensitivity": 0.932, "specificity": 0.901, "roc_auc": 0.968},
-    "Kermany et al. 2018 (bacterial vs viral)": {"accuracy": 0.907, "roc_auc": 0.940},
-}
+from .data.shifts import SHIFTS, apply_shift
 
 
 def binary_metrics(y_true, p, threshold: float) -> dict:
@@ -38,7 +27,10 @@ def binary_metrics(y_true, p, threshold: float) -> dict:
         "roc_auc": skm.roc_auc_score(y_true, p) if both else float("nan"),
         "average_precision": skm.average_precision_score(y_true, p) if both else float("nan"),
         "brier": skm.brier_score_loss(y_true, p),
-        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
     }
 
 
@@ -59,8 +51,9 @@ def choose_threshold(y_val, p_val, target_sensitivity: float = 0.95) -> float:
     """Highest threshold whose validation sensitivity reaches the target (fewest false alarms)."""
     # Every threshold: by default roc_curve drops the points along a vertical stretch of the curve, and the
     # first kept point past the target can sit at a lower threshold with more sensitivity than asked for.
-    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_val).astype(int), np.asarray(p_val).reshape(-1),
-                                         drop_intermediate=False)
+    fpr, tpr, thresholds = skm.roc_curve(
+        np.asarray(y_val).astype(int), np.asarray(p_val).reshape(-1), drop_intermediate=False
+    )
     ok = np.flatnonzero(tpr >= target_sensitivity)
     return float(min(thresholds[ok[0]], 1.0))
 
@@ -75,8 +68,9 @@ def patient_resamples(groups, n_boot: int = 1000, seed: int = 0):
         yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
 
 
-def bootstrap_ci(y_true, p, threshold: float, groups=None, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict:
+def bootstrap_ci(
+    y_true, p, threshold: float, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Percentile CIs, resampling whole patients."""
     y_true, p = np.asarray(y_true), np.asarray(p).reshape(-1)
     groups = np.arange(len(y_true)) if groups is None else groups
@@ -103,8 +97,9 @@ def rate_ci(hits, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95
     return float(hits.mean()), float(lo), float(hi)
 
 
-def evaluate_binary(y_val, p_val, y_test, p_test, test_groups, target_sensitivity: float = 0.95,
-                    n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_binary(
+    y_val, p_val, y_test, p_test, test_groups, target_sensitivity: float = 0.95, n_boot: int = 1000, seed: int = 0
+) -> dict:
     """Threshold from validation only, then test metrics with bootstrap 95% CIs."""
     threshold = choose_threshold(y_val, p_val, target_sensitivity)
     return {
@@ -123,7 +118,9 @@ def at_prevalence(m: dict, prevalence: float) -> dict:
     ppv_den = pi * se + (1 - pi) * (1 - sp)
     npv_den = (1 - pi) * sp + pi * (1 - se)
     return {
-        "prevalence": pi, "sensitivity": se, "specificity": sp,
+        "prevalence": pi,
+        "sensitivity": se,
+        "specificity": sp,
         "accuracy": pi * se + (1 - pi) * sp,
         "ppv": pi * se / ppv_den if ppv_den else float("nan"),
         "npv": (1 - pi) * sp / npv_den if npv_den else float("nan"),
@@ -134,8 +131,9 @@ def ternary_metrics(y_true, probs, classes=("normal", "bacteria", "virus")) -> d
     """Per-class precision/recall, macro one-vs-rest AUC, confusion matrix, bacterial-vs-viral AUC."""
     y_true, probs = np.asarray(y_true), np.asarray(probs)
     y_pred = probs.argmax(1)
-    report = skm.classification_report(y_true, y_pred, labels=list(range(len(classes))),
-                                       target_names=list(classes), output_dict=True, zero_division=0)
+    report = skm.classification_report(
+        y_true, y_pred, labels=list(range(len(classes))), target_names=list(classes), output_dict=True, zero_division=0
+    )
     pneu = y_true > 0  # bacterial (1) vs viral (2) among pneumonia cases
     p_virus = probs[pneu, 2] / np.clip(probs[pneu, 1] + probs[pneu, 2], 1e-9, None)
     bv_true = (y_true[pneu] == 2).astype(int)
@@ -157,128 +155,10 @@ def ternary_metrics(y_true, probs, classes=("normal", "bacteria", "virus")) -> d
 def calibration_table(y_true, p, n_bins: int = 10) -> pd.DataFrame:
     from sklearn.calibration import calibration_curve
 
-    frac_pos, mean_pred = calibration_curve(np.asarray(y_true), np.asarray(p).reshape(-1), n_bins=n_bins,
-                                            strategy="quantile")
+    frac_pos, mean_pred = calibration_curve(
+        np.asarray(y_true), np.asarray(p).reshape(-1), n_bins=n_bins, strategy="quantile"
+    )
     return pd.DataFrame({"mean_predicted": mean_pred, "fraction_positive": frac_pos})
-
-
-# Acquisition shifts for the robustness table: name -> function(uint8 image) -> uint8 image
-def _gamma(g):
-    return lambda im: (255 * (im / 255.0) ** g).astype(np.uint8)
-
-
-def _contrast(f):
-    return lambda im: np.clip((im.astype(float) - im.mean()) * f + im.mean(), 0, 255).astype(np.uint8)
-
-
-def _brightness(d):
-    return lambda im: np.clip(im.astype(float) + d, 0, 255).astype(np.uint8)
-
-
-def _blur(r):
-    return lambda im: np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(r)))
-
-
-def _resolution(f):
-    def down_up(im):
-        size = im.shape[::-1]
-        small = Image.fromarray(im).resize((max(8, int(size[0] * f)), max(8, int(size[1] * f))), Image.BILINEAR)
-        return np.asarray(small.resize(size, Image.BILINEAR))
-    return down_up
-
-
-def _noise(sd):
-    """Gaussian grain of `sd` grey levels, as a noisier detector or a lower dose gives; seeded by the image itself,
-    so the shift is deterministic and differs between images."""
-    def grain(im):
-        rng = np.random.default_rng(zlib.crc32(im.tobytes()))
-        return np.clip(im + rng.normal(0.0, sd, im.shape), 0, 255).round().astype(np.uint8)
-    return grain
-
-
-def _jpeg(quality):
-    """Re-saved as a JPEG of lower `quality`, as another export or archive would."""
-    def resave(im):
-        buffer = io.BytesIO()
-        Image.fromarray(im).save(buffer, "JPEG", quality=quality)
-        return np.asarray(Image.open(buffer).convert("L"))
-    return resave
-
-
-def _aspect(f):
-    """Change width / height by `f` about the centre, as an original of another aspect ratio squashed to a square
-    would look: f > 1 stretches the width, f < 1 the height, and the overflow is cropped. Nothing is padded, so the
-    shift adds no border (black bands are a shift of their own, `_border`), the way training stretches images."""
-    def stretch(im):
-        h, w = im.shape
-        new_w, new_h = max(w, round(w * f)), max(h, round(h / f))
-        big = np.asarray(Image.fromarray(im).resize((new_w, new_h), Image.BILINEAR))
-        top, left = (new_h - h) // 2, (new_w - w) // 2
-        return big[top:top + h, left:left + w]
-    return stretch
-
-
-def _zoom(f):
-    """The field of view scaled by `f` about the centre, as a smaller or bigger child or a looser or tighter
-    collimation gives: f > 1 crops and magnifies; f < 1 shrinks the image and pads it with its own edge pixels
-    (neither black, a shift of its own, nor reflected content, which training uses)."""
-    def scale(im):
-        h, w = im.shape
-        if f >= 1:
-            return magnify(im, f)
-        small = np.asarray(Image.fromarray(im).resize((round(w * f), round(h * f)), Image.BILINEAR))
-        ph, pw = h - small.shape[0], w - small.shape[1]
-        return np.pad(small, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="edge")
-    return scale
-
-
-def _border(edges: str, fraction: float = 0.08):
-    """Black bands along two opposite edges, as a collimator or a letterboxed export leaves them."""
-    def band(im):
-        out, k = im.copy(), max(1, round(fraction * im.shape[0]))
-        if edges == "sides":
-            out[:, :k], out[:, -k:] = 0, 0
-        else:
-            out[:k], out[-k:] = 0, 0
-        return out
-    return band
-
-
-SHIFTS = {
-    "none": lambda im: im,
-    "contrast x0.7": _contrast(0.7),
-    "contrast x1.3": _contrast(1.3),
-    "brightness -25": _brightness(-25),
-    "brightness +25": _brightness(25),
-    "gamma 0.7": _gamma(0.7),
-    "gamma 1.5": _gamma(1.5),
-    "blur r=1.5": _blur(1.5),
-    "resolution x0.5": _resolution(0.5),
-    "noise sd=2": _noise(2),
-    "noise sd=5": _noise(5),
-    "jpeg quality 50": _jpeg(50),
-    "black border, sides": _border("sides"),
-    "black border, top and bottom": _border("top and bottom"),
-    # the field of view cropped at the sides or at top and bottom (a tighter collimation), for either class
-    "width stretched x1.26": _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"]),
-    "height stretched x1.26": _aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
-    # the field of view scaled on both axes (a smaller or bigger child, a looser or tighter collimation)
-    "zoom in x1.3": _zoom(1.3),
-    "zoom out x0.7": _zoom(0.7),
-    # label-aware, (NORMAL, PNEUMONIA): each class squashed as if from the other's typical original aspect ratio
-    "aspect swapped": (_aspect(ORIGINAL_ASPECT["normal"] / ORIGINAL_ASPECT["pneumonia"]),
-                       _aspect(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])),
-}
-
-
-def apply_shift(images: np.ndarray, name: str, labels=None) -> np.ndarray:
-    """`images` under the shift `name`; a label-aware shift (a pair of functions) needs the 0/1 `labels`."""
-    fn = SHIFTS[name]
-    if isinstance(fn, tuple):
-        if labels is None:
-            raise ValueError(f"shift {name!r} depends on the class: pass labels")
-        return np.stack([fn[int(y)](im) for im, y in zip(images, labels)])
-    return np.stack([fn(im) for im in images])
 
 
 def shift_summary(table: pd.DataFrame) -> dict:
@@ -296,8 +176,12 @@ def shift_predictions(predict, images, y_true, given: dict | None = None) -> pd.
     """The model's probabilities for every image (rows) under every acquisition shift (columns); `given`: columns
     already predicted (the unshifted images', say), taken as they are instead of predicted again."""
     given = given or {}
-    return pd.DataFrame({name: np.asarray(given[name] if name in given else predict(apply_shift(images, name, y_true)))
-                         .reshape(-1) for name in SHIFTS})
+    return pd.DataFrame(
+        {
+            name: np.asarray(given[name] if name in given else predict(apply_shift(images, name, y_true))).reshape(-1)
+            for name in SHIFTS
+        }
+    )
 
 
 def robustness_table(predict, images, y_true, threshold: float, prevalence: float = 0.625) -> pd.DataFrame:
@@ -311,8 +195,16 @@ def shift_metrics(predictions: pd.DataFrame, y_true, threshold: float, prevalenc
     for name in SHIFTS:
         m = binary_metrics(y_true, predictions[name].to_numpy(), threshold)
         prev = at_prevalence(m, prevalence)
-        rows.append({"shift": name, "roc_auc": m["roc_auc"], "sensitivity": m["sensitivity"],
-                     "specificity": m["specificity"], "accuracy": m["accuracy"],
-                     f"accuracy@{prevalence:.1%}": prev["accuracy"], f"ppv@{prevalence:.1%}": prev["ppv"],
-                     f"npv@{prevalence:.1%}": prev["npv"]})
+        rows.append(
+            {
+                "shift": name,
+                "roc_auc": m["roc_auc"],
+                "sensitivity": m["sensitivity"],
+                "specificity": m["specificity"],
+                "accuracy": m["accuracy"],
+                f"accuracy@{prevalence:.1%}": prev["accuracy"],
+                f"ppv@{prevalence:.1%}": prev["ppv"],
+                f"npv@{prevalence:.1%}": prev["npv"],
+            }
+        )
     return pd.DataFrame(rows)

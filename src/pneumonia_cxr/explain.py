@@ -21,8 +21,11 @@ def ensemble_members(model) -> list:
     if not isinstance(model.layers[-1], keras.layers.Average):
         return []
     names = {layer.name for layer in model.layers}
-    return [(model.get_layer(f"to_{layer.name}") if f"to_{layer.name}" in names else None, layer)
-            for layer in model.layers if isinstance(layer, keras.Model)]
+    return [
+        (model.get_layer(f"to_{layer.name}") if f"to_{layer.name}" in names else None, layer)
+        for layer in model.layers
+        if isinstance(layer, keras.Model)
+    ]
 
 
 def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +70,22 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None) -> tuple[
     cam = cam / (tf.reduce_max(cam) + 1e-8)
     cam = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0]
     return cam.numpy(), out.numpy()
+
+
+CASES = (
+    ("pneumonia, found", 1, True),
+    ("normal, cleared", 0, False),
+    ("MISSED pneumonia", 1, False),
+    ("FALSE ALARM", 0, True),
+)
+
+
+def pick_cases(y_true, called, per_kind: int) -> list[tuple[int, str]]:
+    """The first `per_kind` test images of each kind of decision (right and wrong, each class), as (index, kind):
+    what the Grad-CAM figure shows. A kind the run has no image of is left out."""
+    y_true, called = np.asarray(y_true), np.asarray(called, dtype=bool)
+    return [
+        (int(i), kind)
+        for kind, truth, call in CASES
+        for i in np.flatnonzero((y_true == truth) & (called == call))[:per_kind]
+    ]

@@ -54,7 +54,9 @@ class ContrastLimitedEqualization(layers.Layer):
     def build(self, input_shape):
         h, w = input_shape[1], input_shape[2]
         if h is None or w is None or h % self.tiles or w % self.tiles:
-            raise ValueError(f"ContrastLimitedEqualization: image size {h} x {w} is not a multiple of {self.tiles} tiles")
+            raise ValueError(
+                f"ContrastLimitedEqualization: image size {h} x {w} is not a multiple of {self.tiles} tiles"
+            )
         # per pixel: the two nearest tile centres along each axis and the bilinear weight of the second
         self._grid = [self._neighbours(n, n // self.tiles) for n in (h, w)]
 
@@ -213,9 +215,7 @@ def build_transfer_model(
     constructor, preprocess = BACKBONES[backbone]
     kwargs = {"alpha": alpha} if backbone == "MobileNetV2" and alpha else {}
     weights = str(weights) if isinstance(weights, Path) else weights
-    base = constructor(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), **kwargs
-    )
+    base = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3), **kwargs)
     base.trainable = False
     return keras.Sequential(
         [
@@ -251,6 +251,10 @@ def build_ensemble(members: list[keras.Model], image_size: int, name: str = "ens
     outputs = []
     for member in members:
         size = member.input_shape[1]
-        x = inputs if size == image_size else layers.Resizing(size, size, antialias=True, name=f"to_{member.name}")(inputs)
+        x = (
+            inputs
+            if size == image_size
+            else layers.Resizing(size, size, antialias=True, name=f"to_{member.name}")(inputs)
+        )
         outputs.append(member(x))
     return keras.Model(inputs, layers.Average(name="mean_probability")(outputs), name=name)

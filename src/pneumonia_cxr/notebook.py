@@ -12,8 +12,10 @@ from .config import output_dirs, settings
 from .data import load_dataset
 from .train import seed_everything
 
-BANNER = ("**SYNTHETIC DEMO DATA.** These images are procedural drawings, not X-rays: every number "
-          "and figure below only shows that the pipeline runs. Put the real dataset in `data/chest_xray`.")
+BANNER = (
+    "**SYNTHETIC DEMO DATA.** These images are procedural drawings, not X-rays: every number "
+    "and figure below only shows that the pipeline runs. Put the real dataset in `data/chest_xray`."
+)
 
 
 def setup(profile: str, data_dir, cache_dir, output_dir, seed: int, size_key: str, image_size=None, **overrides):
@@ -26,13 +28,21 @@ def setup(profile: str, data_dir, cache_dir, output_dir, seed: int, size_key: st
     cfg["image_size"] = cfg[size_key]
     dirs = output_dirs(output_dir)
     seed_everything(seed)
-    data = load_dataset(data_dir, cfg["image_size"], cache_dir, seed=seed, per_subtype=cfg["per_subtype"],
-                        thorax_width=cfg["thorax_width"])
+    data = load_dataset(
+        data_dir,
+        cfg["image_size"],
+        cache_dir,
+        seed=seed,
+        per_subtype=cfg["per_subtype"],
+        thorax_width=cfg["thorax_width"],
+    )
     if data.synthetic:
         display(Markdown(f"<div style='color:red;font-size:150%'>{BANNER}</div>"))
     counts = data.table.groupby("split_assigned").size().to_dict()
     magnified = int((data.images != data.raw_images).any(axis=(1, 2)).sum())
-    print(f"profile={profile} image_size={cfg['image_size']} seed={seed} images={counts} "
-          f"cache={data.cache_folder.name} (loaded in {data.cache_seconds:.1f} s) "
-          f"thorax_width={cfg['thorax_width']} ({magnified} images magnified)")
+    print(
+        f"profile={profile} image_size={cfg['image_size']} seed={seed} images={counts} "
+        f"cache={data.cache_folder.name} (loaded in {data.cache_seconds:.1f} s) "
+        f"thorax_width={cfg['thorax_width']} ({magnified} images magnified)"
+    )
     return cfg, dirs, data

@@ -14,8 +14,9 @@ import pandas as pd
 from .evaluate import choose_threshold, patient_resamples
 
 
-def threshold_out_of_bag(y_val, p_val, groups, targets=(0.95,), n_boot: int = 1000, seed: int = 0,
-                         floor: float = 0.95) -> pd.DataFrame:
+def threshold_out_of_bag(
+    y_val, p_val, groups, targets=(0.95,), n_boot: int = 1000, seed: int = 0, floor: float = 0.95
+) -> pd.DataFrame:
     """One row per validation sensitivity target: the rule's threshold on all validation images, then, over the
     same patient resamples for every target, the mean sensitivity and specificity out of bag with 95% ranges and
     the share of resamples whose out-of-bag sensitivity falls below `floor`. A resample whose drawn or left-out
@@ -38,11 +39,18 @@ def threshold_out_of_bag(y_val, p_val, groups, targets=(0.95,), n_boot: int = 10
         for i, (drawn, left_out) in enumerate(rounds):
             called = p >= choose_threshold(y[drawn], p[drawn], target)
             sens[i], spec[i] = called[left_out & y].mean(), (~called[left_out & ~y]).mean()
-        rows.append({
-            "validation target": target, "threshold": choose_threshold(y, p, target),
-            "sensitivity": sens.mean(), "sensitivity 2.5%": np.quantile(sens, 0.025),
-            "sensitivity 97.5%": np.quantile(sens, 0.975), f"share below {floor:g}": float(np.mean(sens < floor)),
-            "specificity": spec.mean(), "specificity 2.5%": np.quantile(spec, 0.025),
-            "specificity 97.5%": np.quantile(spec, 0.975), "resamples": len(rounds),
-        })
+        rows.append(
+            {
+                "validation target": target,
+                "threshold": choose_threshold(y, p, target),
+                "sensitivity": sens.mean(),
+                "sensitivity 2.5%": np.quantile(sens, 0.025),
+                "sensitivity 97.5%": np.quantile(sens, 0.975),
+                f"share below {floor:g}": float(np.mean(sens < floor)),
+                "specificity": spec.mean(),
+                "specificity 2.5%": np.quantile(spec, 0.025),
+                "specificity 97.5%": np.quantile(spec, 0.975),
+                "resamples": len(rounds),
+            }
+        )
     return pd.DataFrame(rows)

@@ -58,7 +58,9 @@ def intensity_histograms(images: np.ndarray, labels: np.ndarray, names=("NORMAL"
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for k, name in enumerate(names):
         sel = images[labels == k]
-        axes[0].hist(sel.reshape(-1)[:: max(1, sel.size // 2_000_000)], bins=64, density=True, histtype="step", label=name)
+        axes[0].hist(
+            sel.reshape(-1)[:: max(1, sel.size // 2_000_000)], bins=64, density=True, histtype="step", label=name
+        )
         axes[1].hist(sel.reshape(len(sel), -1).mean(1), bins=40, density=True, histtype="step", label=name)
     axes[0].set(title="Pixel intensities", xlabel="gray level")
     axes[1].set(title="Mean intensity per image", xlabel="mean gray level")
@@ -94,7 +96,9 @@ def training_curves(history: pd.DataFrame, title: str, path=None):
 
 def confusion(cm, labels, title: str, path=None):
     fig, ax = plt.subplots(figsize=(3.6 + 0.4 * len(labels), 3.2 + 0.3 * len(labels)))
-    sns.heatmap(np.asarray(cm), annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels, yticklabels=labels, ax=ax)
+    sns.heatmap(
+        np.asarray(cm), annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels, yticklabels=labels, ax=ax
+    )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, path)
 
@@ -154,4 +158,32 @@ def prevalence_curve(sensitivity: float, specificity: float, path=None, marks=(0
         ax.axvline(m, color="k", lw=0.6)
     ax.set(xlabel="pneumonia prevalence", ylim=(0, 1.02), title="At the chosen threshold, as prevalence changes")
     ax.legend(fontsize=8, loc="lower center", ncol=3)
+    return _save(fig, path)
+
+
+def val_vs_test(table: pd.DataFrame, model: str, path=None):
+    """What validation promised and what test gave, per subgroup, for one model: each rate with its 95% CI on both
+    splits (`results.val_vs_test`'s table)."""
+    rows = table[table["model"] == model].reset_index(drop=True)
+    labels = [f"{r.metric}, {r.subgroup}" for r in rows.itertuples()]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    for offset, split, colour in ((-0.15, "val", "tab:blue"), (0.15, "test", "tab:red")):
+        value = rows[f"{split} value"].to_numpy(float)
+        lo, hi = rows[f"{split} ci_low"].to_numpy(float), rows[f"{split} ci_high"].to_numpy(float)
+        err = np.vstack([value - np.where(np.isnan(lo), value, lo), np.where(np.isnan(hi), value, hi) - value])
+        ax.errorbar(
+            value,
+            y + offset,
+            xerr=err,
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label="validation" if split == "val" else "test",
+        )
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set(xlabel="rate at the validation-chosen threshold (95% CI)", title=f"{model}: validation vs test")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
     return _save(fig, path)

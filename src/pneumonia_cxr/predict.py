@@ -3,18 +3,21 @@
     python -m pneumonia_cxr.predict IMAGE [IMAGE ...] --model models/ensemble.keras
         [--ternary-model models/ternary.keras] [--json] [--gradcam OUT.png]
 
-The model's metadata (image size, resize mode, thorax scale, validation-chosen threshold) travels beside it, so the
-image is preprocessed exactly as in training. The ternary probabilities are the ones the project reports
+The model's metadata (image size, resize mode, thorax scale, validation-chosen threshold, calibration) travels beside
+it, so the image is preprocessed exactly as in training. P(pneumonia) is reported calibrated (Platt scaling fitted on
+validation), with the threshold on the same scale. All images go through each model in batches. The ternary
+probabilities are the ones the project reports
 (`ternary_with_ensemble`, notebook 07): P(normal) is the mean of the ternary model's and 1 − the binary model's
 P(pneumonia), and the ternary model splits the rest between bacterial and viral. The Grad-CAM overlay explains the
 decision made at the threshold (for an ensemble: the mean of its members' heat maps).
 Research code, not a medical device.
-Exit codes: 0 ok, 2 bad model, 3 an image could not be read (the others are still reported).
+Exit codes: 0 ok, 2 bad model, 3 an image could not be read or was refused (the others are still reported).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -26,6 +29,21 @@ def _fail(msg: str, code: int) -> int:
     return code
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA stubs) ignore TF_CPP_MIN_LOG_LEVEL; a command-line tool
+    hides them while TensorFlow loads. Python errors are raised as usual and printed after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+")
@@ -33,69 +51,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ternary-model", help="optional normal/bacterial/viral .keras model (combined with --model)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--gradcam", help="write a Grad-CAM overlay PNG (IMAGE name appended when several)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from .data.cache import ImageDecodeError, load_image
-    from .data.thorax import normalise_thorax_scale
-    from .ternary import with_binary_normal
-    from .train import ModelFileError, load_model
+    with _native_stderr_silenced():
+        from .scoring import Scorer, ScorerError
 
-    def preprocess(path, meta):
-        image = load_image(path, meta["image_size"], meta["resize"])
-        if meta.get("thorax_width") is None:  # trained on images as decoded (the ternary model, or one before run 18)
-            return image
-        return normalise_thorax_scale(image[None], meta["thorax_width"], what=path)[0]
-
-    try:
-        model, meta = load_model(args.model)
-        ternary = load_model(args.ternary_model) if args.ternary_model else None
-    except ModelFileError as exc:
-        return _fail(str(exc), 2)
-    if meta.get("task") != "binary" or meta.get("threshold") is None:
-        return _fail(f"{args.model}: not a binary model with a saved threshold", 2)
-    if ternary and (ternary[1].get("task") != "ternary" or len(ternary[1].get("classes") or []) != 3):
-        return _fail(f"{args.ternary_model}: not a ternary (normal, bacterial, viral) model", 2)
-
-    results, status = [], 0
-    for path in args.images:
         try:
-            image = preprocess(path, meta)
-        except (ImageDecodeError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = 3
-            continue
-        p = float(model.predict(image[None, ..., None].astype("float32"), verbose=0).ravel()[0])
-        row = {"image": path, "p_pneumonia": round(p, 4), "threshold": round(meta["threshold"], 4),
-               "decision": "PNEUMONIA" if p >= meta["threshold"] else "NORMAL"}
-        if ternary:
-            t_model, t_meta = ternary
-            t_img = preprocess(path, t_meta)
-            probs = with_binary_normal(t_model.predict(t_img[None, ..., None].astype("float32"), verbose=0), [p])[0]
-            row["ternary"] = {c: round(float(v), 4) for c, v in zip(t_meta["classes"], probs)}
+            scorer = Scorer(args.model, args.ternary_model)
+        except ScorerError as exc:
+            scorer, failure = None, str(exc)
+    if scorer is None:
+        return _fail(failure, 2)
+
+    results, errors = scorer.score_files(args.images, args.batch_size)
+    for _, why in errors:
+        print(f"error: {why}", file=sys.stderr)
+    names = set()
+    for row in results:
         if args.gradcam:
-            row["gradcam"] = _write_gradcam(model, image, row, args.gradcam, len(args.images) > 1)
-        results.append(row)
+            row["gradcam"] = _write_gradcam(scorer, row, args.gradcam, len(args.images) > 1, names)
         if not args.json:
-            extra = "  " + " ".join(f"{c}={v:.3f}" for c, v in row.get("ternary", {}).items()) if ternary else ""
-            print(f"{path}: p(pneumonia)={p:.3f} threshold={meta['threshold']:.3f} -> {row['decision']}{extra}")
+            extra = "  " + " ".join(f"{c}={v:.3f}" for c, v in row["ternary"].items()) if "ternary" in row else ""
+            print(
+                f"{row['image']}: p(pneumonia)={row['p_pneumonia']:.3f} threshold={row['threshold']:.3f} "
+                f"-> {row['decision']}{extra}"
+            )
     if args.json:
         print(json.dumps(results, indent=1))
-    return status
+    return 3 if errors else 0
 
 
-def _write_gradcam(model, image, row, out: str, several: bool) -> str:
+def _write_gradcam(scorer, row: dict, out: str, several: bool, taken: set) -> str:
+    """The Grad-CAM overlay of one image's decision; with several images, each file named after its image, made
+    unique (a counter) when two images share a name."""
     import matplotlib
 
     matplotlib.use("Agg")  # a command-line tool writes files, it shows no window
     import matplotlib.pyplot as plt
 
-    from .explain import grad_cam
-
-    cam, _ = grad_cam(model, image, class_index=int(row["decision"] == "PNEUMONIA"))  # the decision at the threshold
+    image, cam = scorer.explain(row["image"], row["decision"] == "PNEUMONIA")
     path = Path(out)
     if several:
         path = path.with_name(f"{path.stem}_{Path(row['image']).stem}{path.suffix}")
+    stem, n = path.stem, 1
+    while str(path) in taken:
+        n += 1
+        path = path.with_name(f"{stem}_{n}{path.suffix}")
+    taken.add(str(path))
     fig, ax = plt.subplots(figsize=(5, 5.4))
     ax.imshow(image, cmap="gray")
     ax.imshow(cam, cmap="jet", alpha=0.35)

@@ -20,8 +20,11 @@ ROOT = PACKAGE.parents[1]
 
 def _code_cells(notebook: str | Path) -> list[str]:
     """A notebook's code cells, injected parameters left out."""
-    return [cell.source for cell in nbformat.read(str(notebook), as_version=4).cells
-            if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", [])]
+    return [
+        cell.source
+        for cell in nbformat.read(str(notebook), as_version=4).cells
+        if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", [])
+    ]
 
 
 def _module_file(module: str, package_dir: Path) -> Path | None:
@@ -43,7 +46,7 @@ def _imported_names(source: str, module: str, is_package: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = module.split(".") if is_package else module.split(".")[:-1]
-                parts = parts[:len(parts) - node.level + 1] + ([node.module] if node.module else [])
+                parts = parts[: len(parts) - node.level + 1] + ([node.module] if node.module else [])
                 base = ".".join(parts)
             else:
                 base = node.module
@@ -71,15 +74,45 @@ def imported_sources(cells: list[str], package_dir: Path = PACKAGE) -> list[Path
     return sorted(seen)
 
 
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def normalised_code(source: str) -> str:
+    """What the code does, without what only a reader sees: the syntax tree with comments, docstrings and layout
+    dropped (a comment edit or a reformat leaves it unchanged). Source that does not parse is kept as it is."""
+    try:
+        return ast.dump(_without_docstrings(ast.parse(source)))
+    except SyntaxError:
+        return source
+
+
 def code_fingerprint(notebook: str | Path, package_dir: Path = PACKAGE) -> str:
     """What decides a notebook's numbers besides the run's parameters, as a short hash: the notebook's code cells, its
-    parameter defaults included (injected parameters, markdown and outputs left out), and the source of every package
-    module those cells import, directly or through other modules. Two runs of a notebook with the same fingerprint
-    ran the same code; a change to a module the notebook never loads (the runner, the report) leaves it alone."""
+    parameter defaults included (injected parameters, markdown and outputs left out), and every package module those
+    cells import, directly or through other modules, each as `normalised_code` (comments, docstrings and layout do not
+    count). Two runs of a notebook with the same fingerprint ran the same code; a change to a module the notebook
+    never loads (the runner, the report) leaves it alone."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    to_python = TransformerManager().transform_cell
     cells = _code_cells(ROOT / notebook)
     digest = hashlib.sha256()
     for path in imported_sources(cells, package_dir):
-        digest.update(path.relative_to(package_dir.parent).as_posix().encode() + b"\0" + path.read_bytes())
+        digest.update(
+            path.relative_to(package_dir.parent).as_posix().encode()
+            + b"\0"
+            + normalised_code(path.read_text()).encode()
+        )
     for source in cells:
-        digest.update(source.encode() + b"\0")
+        digest.update(normalised_code(to_python(source)).encode() + b"\0")
     return digest.hexdigest()[:12]

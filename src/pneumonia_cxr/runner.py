@@ -2,14 +2,17 @@
 
     python -m pneumonia_cxr.runner --profile full --data-dir data/chest_xray
 
-Executed notebooks replace the sources by default (so the repository shows the latest run);
---executed-dir writes them elsewhere. --prepare-only injects the parameters without executing
+Executed notebooks replace the sources by default (so the repository shows the latest run), each only once it
+finished (it runs in a scratch copy beside it); --executed-dir writes them elsewhere. While a notebook runs, run.json
+marks it "running", so an interrupted run is never reported up to date. Each cell's output (epochs, trials) is
+logged to the terminal as it comes. --prepare-only injects the parameters without executing
 (for nbval). On failure it exits 1, naming the notebook and the cell.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import re
@@ -21,8 +24,8 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
+from .io import git_commit, read_json, write_json
 from .provenance import ROOT, code_fingerprint
-from .train import git_commit, read_json, write_json
 
 NOTEBOOKS = [
     "notebooks/01_eda.ipynb",
@@ -61,6 +64,10 @@ def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS) -> dict[str, str]:
         changed = [up for up, code in inputs_now(stem, ran).items() if (entry or {}).get("inputs", {}).get(up) != code]
         if entry is None:
             stale[nb] = "never run"
+        elif entry.get("status") == "running":
+            stale[nb] = "interrupted: it started at {} and never finished (its outputs may be half-written)".format(
+                entry.get("started", "?")
+            )
         elif entry.get("code") != code_fingerprint(nb):
             stale[nb] = "its code (or a module it loads) changed since it ran"
         elif waiting:
@@ -93,6 +100,14 @@ def parameters(args, cwd: Path | None = None) -> dict:
     return p
 
 
+_PAPERMILL_CHATTER = (
+    "Executing Cell",
+    "Ending Cell",
+    "Executing notebook with kernel",
+    "Input Notebook",
+    "Output Notebook",
+    "Executing notebook",
+)
 _NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ", "To enable the following instructions")
 _OBJECT_REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")  # e.g. "<pandas.io.formats.style.Styler at 0x7f...>"
 
@@ -166,6 +181,7 @@ def package_versions(names: tuple[str, ...] = NUMERIC_PACKAGES) -> dict[str, str
             return version(name)
         except PackageNotFoundError:
             return None
+
     return {"python": platform.python_version(), **{name: installed(name) for name in names}}
 
 
@@ -186,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not execute")
-    parser.add_argument("--stale", action="store_true",
-                        help="run only the notebooks that --output-dir's run.json shows out of date (with --only: of those)")
+    parser.add_argument(
+        "--stale",
+        action="store_true",
+        help="run only the notebooks that --output-dir's run.json shows out of date (with --only: of those)",
+    )
     args = parser.parse_args(argv)
 
     for var in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel", "ABSL_MIN_LOG_LEVEL"):
@@ -199,9 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     previous = read_json(run_log) if run_log.exists() else {}
     if args.stale:
         same = {"profile": str, "seed": str, "data_dir": lambda d: Path(d).name}  # a dataset by its folder's name
-        if differs := [f"{key} {previous[key]}" for key, name in same.items()
-                       if key in previous and name(previous[key]) != name(params[key])]:
-            print(f"--stale: {run_log} is a run of {', '.join(differs)}; bring it up to date with the same", file=sys.stderr)
+        if differs := [
+            f"{key} {previous[key]}"
+            for key, name in same.items()
+            if key in previous and name(previous[key]) != name(params[key])
+        ]:
+            print(
+                f"--stale: {run_log} is a run of {', '.join(differs)}; bring it up to date with the same",
+                file=sys.stderr,
+            )
             return 2
         stale = out_of_date(previous.get("notebooks", {}), notebooks)
         for nb, why in stale.items():
@@ -210,13 +235,27 @@ def main(argv: list[str] | None = None) -> int:
         if not notebooks:
             print(f"nothing to run: every notebook in {run_log} is up to date")
             return 0
-    log = {"profile": args.profile, "data_dir": params["data_dir"], "seed": args.seed, "git_commit": git_commit(),
-           "notebooks": {}}
+    log = {
+        "profile": args.profile,
+        "data_dir": params["data_dir"],
+        "seed": args.seed,
+        "git_commit": git_commit(),
+        "notebooks": {},
+    }
     if previous and (args.only or args.stale) and not args.prepare_only:
-        log["notebooks"] = {nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
-                            for nb, entry in previous.get("notebooks", {}).items()}
+        log["notebooks"] = {
+            nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
+            for nb, entry in previous.get("notebooks", {}).items()
+        }
         log["peak_memory_mb"] = previous.get("peak_memory_mb", 0)
+        log["wall_seconds"] = previous.get("wall_seconds", 0)
+        log["cpu_count"] = previous.get("cpu_count", os.cpu_count())
         log["packages"] = previous.get("packages", {})
+    if not args.prepare_only:  # papermill's log: every cell's output (epochs, trials) in the terminal as it comes
+        logging.basicConfig(level=logging.WARNING, format="    %(message)s")
+        papermill_log = logging.getLogger("papermill")
+        papermill_log.setLevel(logging.INFO)
+        papermill_log.addFilter(lambda record: not str(record.msg).startswith(_PAPERMILL_CHATTER))
     start = time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
         src = ROOT / nb
@@ -225,17 +264,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(notebooks)}] {nb} -> {dst}", flush=True)
         code = code_fingerprint(nb)  # before papermill rewrites the notebook
         run_in = dst.parent if args.prepare_only else src.parent  # nbval runs a prepared copy where it lies
+        # executed into a scratch copy beside the destination, renamed over it only when the notebook finished: an
+        # interrupted run never leaves a half-executed notebook in place of the repository's own
+        scratch = dst.with_name(f".{dst.stem}.running.ipynb")
+        if not args.prepare_only:
+            log["notebooks"][Path(nb).stem] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            write_json(run_log, log)  # until it ends, run.json says so: `--stale` and `report --check` see it
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(src), str(dst), parameters=parameters(args, run_in), cwd=str(src.parent), kernel_name="python3",
-                prepare_only=args.prepare_only, progress_bar=False, log_output=False,
+                str(src),
+                str(scratch),
+                parameters=parameters(args, run_in),
+                cwd=str(src.parent),
+                kernel_name="python3",
+                prepare_only=args.prepare_only,
+                progress_bar=False,
+                log_output=not args.prepare_only,
                 request_save_on_cell_execute=True,
             )
         except pm.PapermillExecutionError as exc:
-            print(f"FAILED: {nb}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\n"
-                  f"  the executed notebook with the traceback: {dst}", file=sys.stderr)
+            print(
+                f"FAILED: {nb}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\n"
+                f"  the executed notebook with the traceback: {scratch}",
+                file=sys.stderr,
+            )
             return 1
+        os.replace(scratch, dst)
         seconds = time.perf_counter() - t0
         if not args.prepare_only:
             clean_notebook(dst)
@@ -244,14 +299,19 @@ def main(argv: list[str] | None = None) -> int:
             if Path(nb).stem in READS_FROM:  # the results it read, as the code they were made with
                 entry["inputs"] = inputs_now(Path(nb).stem, log["notebooks"])
             log["notebooks"][Path(nb).stem] = entry
-            log["packages"] = {**log.get("packages", {}), Path(nb).stem: package_versions()}  # beside, not in, the entry
-            log["wall_seconds"] = round(sum(v["seconds"] for v in log["notebooks"].values()), 1)
+            log["packages"] = {
+                **log.get("packages", {}),
+                Path(nb).stem: package_versions(),
+            }  # beside, not in, the entry
+            log["wall_seconds"] = round(sum(v.get("seconds", 0) for v in log["notebooks"].values()), 1)
             log["peak_memory_mb"] = round(max(peak_child_memory_mb(), log.get("peak_memory_mb", 0)), 1)
             log["cpu_count"] = os.cpu_count()
             write_json(run_log, log)
             print(f"    done in {seconds:.0f} s", flush=True)
-    print(f"all {len(notebooks)} notebooks {'prepared' if args.prepare_only else 'ran'} in "
-          f"{time.perf_counter() - start:.0f} s")
+    print(
+        f"all {len(notebooks)} notebooks {'prepared' if args.prepare_only else 'ran'} in "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 

@@ -25,8 +25,12 @@ def with_binary_normal(probs, p_pneumonia) -> np.ndarray:
     probs, p = np.asarray(probs, dtype="float64"), np.asarray(p_pneumonia, dtype="float64").reshape(-1)
     if probs.ndim != 2 or probs.shape[1] != 3 or len(probs) != len(p):
         raise ValueError(f"need (n, 3) ternary probabilities and n binary ones, got {probs.shape} and {p.shape}")
-    if not (np.isfinite(probs).all() and np.isfinite(p).all()
-            and 0 <= probs.min() <= probs.max() <= 1 and 0 <= p.min() <= p.max() <= 1):
+    if not (
+        np.isfinite(probs).all()
+        and np.isfinite(p).all()
+        and 0 <= probs.min() <= probs.max() <= 1
+        and 0 <= p.min() <= p.max() <= 1
+    ):
         raise ValueError("probabilities must be finite and in [0, 1]")
     normal = (probs[:, 0] + 1 - p) / 2
     viral_share = probs[:, 2] / np.clip(probs[:, 1] + probs[:, 2], 1e-12, None)
@@ -40,31 +44,42 @@ def shift_table(probs_by_shift: dict[str, np.ndarray], y_true, mix=OFFICIAL_TEST
     for shift, probs in probs_by_shift.items():
         m = ternary_metrics(y_true, probs)
         recall = [m["per_class"][c]["recall"] for c in ("normal", "bacteria", "virus")]
-        rows.append({"shift": shift, "accuracy": m["accuracy"], "accuracy at test mix": float(np.dot(mix, recall)),
-                     "macro AUC": m["macro_ovr_auc"],
-                     **{f"{c} recall": r for c, r in zip(("normal", "bacterial", "viral"), recall)}})
+        rows.append(
+            {
+                "shift": shift,
+                "accuracy": m["accuracy"],
+                "accuracy at test mix": float(np.dot(mix, recall)),
+                "macro AUC": m["macro_ovr_auc"],
+                **{f"{c} recall": r for c, r in zip(("normal", "bacterial", "viral"), recall)},
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def ternary_shift_summary(table: pd.DataFrame) -> dict:
     """A `shift_table` in a few numbers: means over the shifts, and the worst accuracy at the test mix and normal
     recall under any of them. (`evaluate.shift_summary` is the binary counterpart.)"""
-    return {"mean accuracy": float(table["accuracy"].mean()),
-            "mean accuracy at test mix": float(table["accuracy at test mix"].mean()),
-            "worst accuracy at test mix": float(table["accuracy at test mix"].min()),
-            "mean normal recall": float(table["normal recall"].mean()),
-            "worst normal recall": float(table["normal recall"].min()),
-            "mean macro AUC": float(table["macro AUC"].mean())}
+    return {
+        "mean accuracy": float(table["accuracy"].mean()),
+        "mean accuracy at test mix": float(table["accuracy at test mix"].mean()),
+        "worst accuracy at test mix": float(table["accuracy at test mix"].min()),
+        "mean normal recall": float(table["normal recall"].mean()),
+        "worst normal recall": float(table["normal recall"].min()),
+        "mean macro AUC": float(table["macro AUC"].mean()),
+    }
 
 
-def decision_shift_table(ternary_by_shift: dict[str, np.ndarray], p_pneumonia_by_shift, y_true,
-                         binary_name: str = "ensemble") -> pd.DataFrame:
+def decision_shift_table(
+    ternary_by_shift: dict[str, np.ndarray], p_pneumonia_by_shift, y_true, binary_name: str = "ensemble"
+) -> pd.DataFrame:
     """Both ternary decisions under every shift, in one long table (a `model` column, then `shift_table`'s): the
     ternary model alone, and `with_binary_normal` given the binary model's P(pneumonia) on the same shifted images
     (`p_pneumonia_by_shift[shift]`)."""
     combined = {s: with_binary_normal(T, p_pneumonia_by_shift[s]) for s, T in ternary_by_shift.items()}
-    tables = {"ternary": shift_table(ternary_by_shift, y_true),
-              f"ternary_with_{binary_name}": shift_table(combined, y_true)}
+    tables = {
+        "ternary": shift_table(ternary_by_shift, y_true),
+        f"ternary_with_{binary_name}": shift_table(combined, y_true),
+    }
     return pd.concat(tables, names=["model"]).reset_index(level=0).reset_index(drop=True)
 
 

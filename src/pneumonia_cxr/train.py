@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
-from datetime import datetime, timezone
+import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+
+from .io import EXACT_FLOATS, git_commit, read_json, write_csv, write_json
+
+__all__ = ["EXACT_FLOATS", "git_commit", "read_json", "write_csv", "write_json"]  # notebooks import them from here too
 
 MODEL_FORMAT = "pneumonia_cxr/1"  # marks metadata written by this project
 
@@ -41,11 +44,17 @@ def fit(model, train_ds, val_ds, epochs: int, class_weight=None, patience: int =
     Returns the history, one row per epoch run, with `kept` True on the epoch whose weights the model ends with.
     """
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience, restore_best_weights=True)
-    callbacks = [stop, keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3,
-                                                         patience=max(1, patience - 1))]
+    callbacks = [
+        stop,
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3, patience=max(1, patience - 1)),
+    ]
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-        callbacks=callbacks, verbose=2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=2,
     )
     table = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
     table["kept"] = table["epoch"] == stop.best_epoch  # Keras 3 restores the best weights even without a stop
@@ -60,67 +69,21 @@ def kept_epoch(history: pd.DataFrame) -> int:
     return int(kept.iloc[-1]) + 1
 
 
-def git_commit() -> str:
-    """HEAD's short hash, with "+dirty" when tracked code (src/, pyproject.toml) differs from it: a result made by
-    uncommitted code must not claim a commit. Notebooks are left out, since the runner rewrites them as it goes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        if not head.stdout.strip():
-            return "unknown"
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/pyproject.toml"],
-                                 capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: str | Path, obj) -> Path:
-    """Write JSON atomically (a crash never leaves half a file behind)."""
-    path = Path(path)
-    _atomic_write_text(path, json.dumps(obj, indent=1, default=_to_builtin) + "\n")
-    return path
-
-
-# Probabilities are written with every digit (float32 printed short reads back as a different float64), so that
-# `p >= threshold` on a CSV read back is what it was in memory, for the image that sets the threshold too.
-EXACT_FLOATS = "%.17g"
-
-
-def write_csv(path: str | Path, table: pd.DataFrame, float_format: str | None = None) -> Path:
-    """Write a table atomically (a crash never leaves half a file that a later step reads)."""
-    path = Path(path)
-    _atomic_write_text(path, table.to_csv(index=False, float_format=float_format))
-    return path
-
-
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
-
-
-def _to_builtin(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o)}")
-
-
 def metadata_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def save_model(model: keras.Model, path: str | Path, *, image_size: int, resize: str, task: str,
-               classes: list[str], threshold: float | None = None, **extra) -> Path:
+def save_model(
+    model: keras.Model,
+    path: str | Path,
+    *,
+    image_size: int,
+    resize: str,
+    task: str,
+    classes: list[str],
+    threshold: float | None = None,
+    **extra,
+) -> Path:
     """Save `model` (.keras) and, beside it, the preprocessing and threshold it must be used with."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,9 +91,15 @@ def save_model(model: keras.Model, path: str | Path, *, image_size: int, resize:
     model.save(tmp)
     os.replace(tmp, path)
     meta = {
-        "format": MODEL_FORMAT, "task": task, "classes": classes, "image_size": image_size,
-        "resize": resize, "threshold": threshold, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(), **extra,
+        "format": MODEL_FORMAT,
+        "task": task,
+        "classes": classes,
+        "image_size": image_size,
+        "resize": resize,
+        "threshold": threshold,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        **extra,
     }
     write_json(metadata_path(path), meta)
     return path
@@ -156,20 +125,45 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
         raise ModelFileError(f"{meta_file}: unreadable metadata ({exc})") from exc
     if meta.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{meta_file}: not pneumonia_cxr metadata (format {meta.get('format')!r})")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a complete .keras archive (truncated or another kind of file)")
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for a bad archive
         raise ModelFileError(f"{path}: cannot load Keras model ({type(exc).__name__}: {exc})") from exc
+    check_metadata(model, meta, meta_file)
     return model, meta
 
 
-def save_predictions(path: str | Path, rows: pd.DataFrame, probabilities: np.ndarray, y_true: np.ndarray) -> Path:
-    """One CSV row per image: relpath, patient, assigned split, true label, predicted probabilities."""
+def check_metadata(model: keras.Model, meta: dict, meta_file: Path) -> None:
+    """The metadata must describe the model it sits beside: its input size and its number of outputs."""
+    height, width = model.input_shape[1:3]
+    if meta.get("image_size") not in (height, None) or height != width:
+        raise ModelFileError(
+            f"{meta_file}: image_size {meta.get('image_size')} but the model takes {height}x{width} images"
+        )
+    outputs = model.output_shape[-1]
+    classes = meta.get("classes") or []
+    if (outputs == 1 and len(classes) != 2) or (outputs > 1 and outputs != len(classes)):
+        raise ModelFileError(f"{meta_file}: {len(classes)} classes {classes} but the model has {outputs} outputs")
+
+
+def save_predictions(
+    path: str | Path,
+    rows: pd.DataFrame,
+    probabilities: np.ndarray,
+    y_true: np.ndarray,
+    calibrated: np.ndarray | None = None,
+) -> Path:
+    """One CSV row per image: relpath, patient, assigned split, true label, predicted probabilities (and, for a
+    binary model, the calibrated P(pneumonia) in `p_calibrated`)."""
     out = rows[["relpath", "patient", "split_assigned", "subtype"]].reset_index(drop=True).copy()
     out["y_true"] = y_true
     p = np.asarray(probabilities)
     if p.ndim == 1 or p.shape[1] == 1:
         out["p_pneumonia"] = p.reshape(-1)
+        if calibrated is not None:
+            out["p_calibrated"] = np.asarray(calibrated).reshape(-1)
     else:
         for i, name in enumerate(["normal", "bacteria", "virus"][: p.shape[1]]):
             out[f"p_{name}"] = p[:, i]

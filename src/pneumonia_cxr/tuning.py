@@ -32,14 +32,21 @@ def cnn_hypermodel(image_size: int, equalize: str | None, base_filters: tuple[in
 def search(build, train_ds, val_ds, max_trials: int, epochs: int, directory, seed: int, class_weight=None):
     """Bayesian optimisation of validation AUC; overwrite=True so a re-run starts clean."""
     tuner = kt.BayesianOptimization(
-        build, objective=kt.Objective("val_auc", direction="max"), max_trials=max_trials,
-        seed=seed, directory=str(directory), project_name="scratch_cnn", overwrite=True,
+        build,
+        objective=kt.Objective("val_auc", direction="max"),
+        max_trials=max_trials,
+        seed=seed,
+        directory=str(directory),
+        project_name="scratch_cnn",
+        overwrite=True,
     )
     tuner.search(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, verbose=0)
     return tuner
 
 
 def trials_table(tuner) -> pd.DataFrame:
-    rows = [{"trial": t.trial_id, "status": t.status, **t.hyperparameters.values, "val_auc": t.score}
-            for t in tuner.oracle.trials.values()]
+    rows = [
+        {"trial": t.trial_id, "status": t.status, **t.hyperparameters.values, "val_auc": t.score}
+        for t in tuner.oracle.trials.values()
+    ]
     return pd.DataFrame(rows).sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)

@@ -3,8 +3,9 @@
 The cache is keyed by the dataset's files (relative path, byte size, modification time), the
 target size and the resize mode, so a changed dataset or setting gets a new cache, never a stale
 one. A cache folder is written under a temporary name and renamed into place only when complete,
-so an interrupted build never leaves a half-written cache that a later step trusts. A new cache
-replaces (deletes) the older ones of the same files at the same size and resize mode, e.g. after the
+so an interrupted build never leaves a half-written cache that a later step trusts; a temporary folder whose
+writer died is removed by the next build, and a cache found damaged on load (a truncated array) is decoded
+again. A new cache replaces (deletes) the older ones of the same files at the same size and resize mode, e.g. after the
 dataset was copied or re-mounted and its modification times changed; caches of other subsets stay.
 """
 
@@ -24,55 +25,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .decode import RESIZE_MODES, ImageDecodeError, decode_gray, load_image, to_square
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-RESIZE_MODES = ("squash", "letterbox")
-
-
-class ImageDecodeError(ValueError):
-    """An image file could not be decoded; the message names the file."""
-
-
-def _decode_gray(path, size: int) -> Image.Image:
-    """Grayscale PIL image; ImageDecodeError naming the file when it cannot be decoded."""
-    try:
-        with Image.open(path) as img:
-            img.draft("L", (size, size))  # JPEG DCT scaling: decode big originals at reduced size
-            return img.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
-
-
-def _to_square(gray: Image.Image, size: int, resize: str) -> np.ndarray:
-    if resize == "letterbox":
-        gray = ImageOps.pad(gray, (size, size), method=Image.Resampling.BILINEAR, color=0)
-    else:
-        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8)
-
-
-def load_image(path: str | Path, size: int, resize: str = "squash") -> np.ndarray:
-    """Decode one X-ray to a (size, size) uint8 grayscale array: the one preprocessing used everywhere.
-
-    squash (default) stretches the whole image to a square, as the public 224 px release already
-    is; letterbox keeps the aspect ratio and pads with black.
-    """
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
-    return _to_square(_decode_gray(path, size), size, resize)
+CACHE_VERSION = 2  # 2: one decoder for every format (16-bit, EXIF orientation) and the size rule
+__all__ = ["ImageCache", "ImageDecodeError", "build_image_cache", "load_image"]
 
 
 def _decode_with_hash(path: str, size: int, resize: str):
     """(array, pixel hash, '') or (None, '', why): the cache's per-file step, never raising."""
     try:
-        gray = _decode_gray(path, size)
-    except ImageDecodeError as exc:
-        return None, "", str(exc).split(": ", 1)[1]
+        gray = decode_gray(path, size)
+    except (ImageDecodeError, OSError) as exc:
+        return None, "", str(exc).split(": ", 1)[-1]
     pixel_hash = hashlib.sha1(gray.tobytes() + repr(gray.size).encode()).hexdigest()
-    return _to_square(gray, size, resize), pixel_hash, ""
+    return to_square(gray, size, resize), pixel_hash, ""
 
 
 def dataset_fingerprint(table: pd.DataFrame) -> str:
@@ -142,13 +111,13 @@ def build_image_cache(
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     folder = cache_dir / cache_key(table, size, resize)
-    built = not (folder / "meta.json").exists()
+    _remove_abandoned(cache_dir)
+    loaded = _read_cache(folder, size) if (folder / "meta.json").exists() else None
+    built = loaded is None
     if built:  # the arrays just decoded are used as they are, not read back from disk
         images, index, meta = _write_cache(table, size, resize, folder, workers or os.cpu_count() or 1)
     else:
-        images = np.load(folder / "images.npy")
-        index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
-        meta = json.loads((folder / "meta.json").read_text())
+        images, index, meta = loaded
     by_rel = table.set_index("relpath")
     kept = by_rel.loc[index["relpath"]].reset_index()
     kept["pixel_hash"] = index["pixel_hash"].to_numpy()
@@ -162,6 +131,52 @@ def build_image_cache(
         built=built,
         seconds=time.perf_counter() - start,
     )
+
+
+def _read_cache(folder: Path, size: int):
+    """(images, index, meta) of a complete cache folder, or None after removing a damaged one (a truncated
+    images.npy from a full disk or a killed copy, an index that does not match it): the caller rebuilds it."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        images = np.load(folder / "images.npy")
+        index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+        expected = (meta["n_images"], size, size)
+        if images.dtype != np.uint8 or images.shape != expected or len(index) != meta["n_images"]:
+            raise ValueError(
+                f"images.npy {images.dtype} {images.shape}, index.csv {len(index)} rows; "
+                f"meta.json says {expected} uint8"
+            )
+        return images, index, meta
+    except (OSError, ValueError, KeyError, EOFError, pd.errors.ParserError) as exc:
+        log.warning("cache %s is damaged (%s): removing it and decoding the images again", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(cache_dir: Path) -> None:
+    """Delete temporary cache folders whose writer is gone (killed while decoding): their names carry its pid."""
+    for tmp in cache_dir.glob(".*px-*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            log.info("removing %s, left by an interrupted cache build", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _with_umask(path: Path, mode: int) -> None:
+    """mkdtemp and mkstemp create private (0700/0600) entries; give them the permissions the user's umask gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, workers: int):
@@ -186,12 +201,16 @@ def _write_cache(table: pd.DataFrame, size: int, resize: str, folder: Path, work
         log.warning("skipped %s: %s", path, why)
     if skipped_files:
         images = images[ok]
-    index = pd.DataFrame({
-        "relpath": table["relpath"].to_numpy()[ok] if ok else [],
-        "pixel_hash": [results[i][0] for i in ok],
-    }, dtype=str)
+    index = pd.DataFrame(
+        {
+            "relpath": table["relpath"].to_numpy()[ok] if ok else [],
+            "pixel_hash": [results[i][0] for i in ok],
+        },
+        dtype=str,
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-{os.getpid()}-", dir=folder.parent))
+    _with_umask(tmp, 0o777)
     try:
         np.save(tmp / "images.npy", images)
         index.to_csv(tmp / "index.csv", index=False)

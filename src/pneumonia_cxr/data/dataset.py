@@ -44,6 +44,11 @@ class XrayData:
         if self.raw_images is None:
             self.raw_images = self.images
 
+    @property
+    def test_split(self) -> str:
+        """ "official" when the dataset's own test/ folder is the test set, "carved" for a patient-level hold-out."""
+        return "official" if (self.table["split"] == "test").any() else "carved"
+
     def split(self, name: str, ternary: bool = False, raw: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """(images, labels, rows) of one assigned split; labels 0/1 or 0/1/2 (normal/bacteria/virus). `raw=True`:
         the images before preprocessing (for `preprocess` after a shift)."""

@@ -27,8 +27,10 @@ def synthetic_xray(rng: np.random.Generator, subtype: str, width: int, height: i
     lung = int(rng.integers(45, 80))
     for x0 in (0.16, 0.54):
         jitter = rng.uniform(-0.02, 0.02, 4)
-        draw.ellipse([(x0 + jitter[0]) * w, (0.15 + jitter[1]) * h, (x0 + 0.30 + jitter[2]) * w,
-                      (0.85 + jitter[3]) * h], fill=lung)
+        draw.ellipse(
+            [(x0 + jitter[0]) * w, (0.15 + jitter[1]) * h, (x0 + 0.30 + jitter[2]) * w, (0.85 + jitter[3]) * h],
+            fill=lung,
+        )
     draw.rectangle([0.47 * w, 0.0, 0.53 * w, h], fill=200)  # spine
     draw.ellipse([0.42 * w, 0.45 * h, 0.66 * w, 0.8 * h], fill=170)  # heart
     if subtype == "bacteria":  # lobar consolidation: one dense patch

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+
+from .decode import ImageDecodeError, read_header
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,15 @@ _PATIENT_PATTERNS = (
 MAX_UNKNOWN_PATIENT_SHARE = 0.05
 
 MANIFEST_COLUMNS = [
-    "path", "relpath", "split", "label", "subtype", "patient", "width", "height", "mode",
+    "path",
+    "relpath",
+    "split",
+    "label",
+    "subtype",
+    "patient",
+    "width",
+    "height",
+    "mode",
 ]
 
 
@@ -93,8 +102,9 @@ def parse_series_number(filename: str) -> tuple[str | None, int | None]:
 
 def series_numbers(paths: pd.Series) -> pd.DataFrame:
     """`parse_series_number` of each path's file name: columns series and number, on the paths' index."""
-    return pd.DataFrame([parse_series_number(Path(p).name) for p in paths], columns=["series", "number"],
-                        index=paths.index)
+    return pd.DataFrame(
+        [parse_series_number(Path(p).name) for p in paths], columns=["series", "number"], index=paths.index
+    )
 
 
 def parse_subtype(filename: str, label: str) -> str:
@@ -128,9 +138,13 @@ def find_dataset_root(root: str | Path) -> Path:
         raise DatasetError(f"{root}: dataset folder does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
-    queue = [root]
+    queue, seen = [root], set()
     while queue:  # breadth-first, so the zip's nested chest_xray/chest_xray copy is never used
         folder = queue.pop(0)
+        real = folder.resolve()
+        if real in seen:  # a symlink loop (x/up -> ..) or a second link to one folder: looked at once
+            continue
+        seen.add(real)
         children = _child_dirs(folder)
         if any(s in children and _is_split_dir(children[s]) for s in SPLITS):
             return folder
@@ -140,12 +154,6 @@ def find_dataset_root(root: str | Path) -> Path:
         "<root>/[chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (Kaggle) "
         "or <root>/CellData/chest_xray/{train,test}/... (Mendeley)"
     )
-
-
-def _image_header(path: Path) -> tuple[int, int, str]:
-    """Width, height and mode from the header (no full decode)."""
-    with Image.open(path) as img:
-        return img.width, img.height, img.mode
 
 
 def build_manifest(root: str | Path) -> Manifest:
@@ -172,27 +180,31 @@ def build_manifest(root: str | Path) -> Manifest:
                 raise DatasetError(f"{class_dir}: class folder holds no .jpeg/.jpg/.png images")
             for path in images:
                 try:
-                    width, height, mode = _image_header(path)
-                except (UnidentifiedImageError, OSError) as exc:
-                    skipped["unreadable image"] += 1
-                    skipped_files.append((str(path), f"unreadable image: {exc}"))
-                    log.warning("skipped %s: unreadable image (%s)", path, exc)
+                    width, height, mode = read_header(path)
+                except (ImageDecodeError, OSError) as exc:
+                    why = str(exc).split(": ", 1)[-1]  # the rule broken, without the path
+                    kind = why.split(" (", 1)[0] if why.startswith("image too") else "unreadable image"
+                    skipped[kind] += 1
+                    skipped_files.append((str(path), why))
+                    log.warning("skipped %s: %s", path, why)
                     continue
                 patient = parse_patient(path.name)
                 if patient is None:  # keep the image, alone in its own patient group
                     skipped["patient id not in file name (kept as its own patient)"] += 1
                     patient = f"file:{path.stem}"
-                rows.append({
-                    "path": str(path),
-                    "relpath": path.relative_to(data_root).as_posix(),
-                    "split": split,
-                    "label": label,
-                    "subtype": parse_subtype(path.name, label),
-                    "patient": patient,
-                    "width": width,
-                    "height": height,
-                    "mode": mode,
-                })
+                rows.append(
+                    {
+                        "path": str(path),
+                        "relpath": path.relative_to(data_root).as_posix(),
+                        "split": split,
+                        "label": label,
+                        "subtype": parse_subtype(path.name, label),
+                        "patient": patient,
+                        "width": width,
+                        "height": height,
+                        "mode": mode,
+                    }
+                )
     table = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if "train" not in splits:
         raise DatasetError(f"{data_root}: no train/ split folder")
@@ -202,5 +214,6 @@ def build_manifest(root: str | Path) -> Manifest:
         raise DatasetError(
             f"{data_root}: {unknown.sum()} of {len(table)} images have no patient id in their file name (e.g. "
             f"{examples}), so the split cannot keep a patient's images together; expected Kermany names such as "
-            "person1164_virus_1952.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg or BACTERIA-1008087-0001.jpeg")
+            "person1164_virus_1952.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg or BACTERIA-1008087-0001.jpeg"
+        )
     return Manifest(root=data_root, table=table, skipped=skipped, skipped_files=skipped_files)

@@ -47,5 +47,8 @@ def mixup(ds, alpha: float = 0.2, seed: int = 42, class_weight: dict[int, float]
         w0, w1 = float(class_weight[0]), float(class_weight[1])
         return images, labels, w0 + (w1 - w0) * labels
 
-    return (tf.data.Dataset.zip(ds, seeds).map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.zip(ds, seeds)
+        .map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )

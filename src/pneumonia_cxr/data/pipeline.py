@@ -74,8 +74,8 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
 
     Per image: small rotation, zoom, width/height stretch and shift (one affine warp); with `normal`, a
     (B,) bool tensor of which images are NORMAL, pneumonia images are also widened by `ASPECT_OFFSET`, to a NORMAL
-    original's geometry (the ablation of notebook 03; off by default, see above); gamma, contrast and brightness; blur or
-    sharpen; for some images a lower resolution, for some black bands along random edges (collimation), for
+    original's geometry (the ablation of notebook 03; off by default, see above); gamma, contrast and brightness;
+    blur or sharpen; for some images a lower resolution, for some black bands along random edges (collimation), for
     some Gaussian grain (detector noise), and for some a JPEG re-save (an export).
     Never flips: a mirrored chest moves the heart.
     `seed` is a stateless seed, shape (2,): the same seed gives the same batch.
@@ -105,11 +105,17 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     cx, cy = (w - 1) / 2, (h - 1) / 2
     zeros = tf.zeros_like(cos)
     a0, a1, b0, b1 = cos / zx, sin / zx, -sin / zy, cos / zy
-    transforms = tf.stack([a0, a1, cx - a0 * cx - a1 * cy - tx,
-                           b0, b1, cy - b0 * cx - b1 * cy - ty, zeros, zeros], axis=1)
+    transforms = tf.stack(
+        [a0, a1, cx - a0 * cx - a1 * cy - tx, b0, b1, cy - b0 * cx - b1 * cy - ty, zeros, zeros], axis=1
+    )
     x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="REFLECT")
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
 
     # a lower resolution for some images (one random scale per batch)
     scale = uniform(4, *a["low_res_scale"], n=1)[0]
@@ -155,8 +161,11 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     if a["jpeg_fraction"] * s > 0:
         resaved = uniform(17, 0.0, 1.0) < a["jpeg_fraction"] * min(s, 1.0)
         quality = tf.cast(tf.round(uniform(18, *a["jpeg_quality"])), tf.int32)
-        jpeg = tf.map_fn(lambda args: tf.image.adjust_jpeg_quality(args[0] / 255.0, args[1]) * 255.0,
-                         (x, quality), fn_output_signature=tf.float32)
+        jpeg = tf.map_fn(
+            lambda args: tf.image.adjust_jpeg_quality(args[0] / 255.0, args[1]) * 255.0,
+            (x, quality),
+            fn_output_signature=tf.float32,
+        )
         x = tf.where(resaved[:, None, None, None], jpeg, x)
     return x
 

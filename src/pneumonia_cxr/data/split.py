@@ -47,9 +47,7 @@ def _carve(pool: pd.DataFrame, groups: np.ndarray, fraction: float, seed: int) -
     strata = majority if majority.value_counts().min() >= 2 else None
     if len(majority) < 4:
         raise ValueError(f"only {len(majority)} patients: too few to carve a {fraction:.0%} split")
-    _, held = train_test_split(
-        majority.index.to_numpy(), test_size=fraction, random_state=seed, stratify=strata
-    )
+    _, held = train_test_split(majority.index.to_numpy(), test_size=fraction, random_state=seed, stratify=strata)
     return np.isin(groups, held)
 
 
@@ -95,9 +93,7 @@ def assert_no_leakage(table: pd.DataFrame) -> None:
         per = used.groupby(column)["split_assigned"].nunique()
         crossing = per[per > 1]
         if len(crossing):
-            raise LeakageError(
-                f"{len(crossing)} {column}s in more than one split, e.g. {crossing.index[:5].tolist()}"
-            )
+            raise LeakageError(f"{len(crossing)} {column}s in more than one split, e.g. {crossing.index[:5].tolist()}")
 
 
 def cross_split_patients(table: pd.DataFrame) -> int:

@@ -1,6 +1,6 @@
 """Print what a dataset folder holds: counts per split, class and subtype, patients, leakage.
 
-    python -m pneumonia_cxr.data.summary ../shared/data/chest_xray_224
+python -m pneumonia_cxr.data.summary ../shared/data/chest_xray_224
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def format_summary(s: dict) -> str:
     for split in ("train", "val", "test"):
         row = s["assigned_split_counts"].get(split, {})
         lines.append(
-            f"  {split:<6} " + "  ".join(f"{k}={v}" for k, v in row.items())
+            f"  {split:<6} "
+            + "  ".join(f"{k}={v}" for k, v in row.items())
             + f"  total={sum(row.values())}  patients={s['patients_per_split'].get(split, 0)}"
         )
     lines.append(f"images with an exact duplicate (kept within one split): {s['duplicate_images']}")

@@ -17,7 +17,7 @@ def texture_energy(images: np.ndarray, batch: int = 256) -> np.ndarray:
         raise ValueError(f"expected (N, H, W) or (N, H, W, 1) images, got shape {images.shape}")
     out = np.empty(len(images))
     for start in range(0, len(images), batch):  # float copies a batch at a time, not the whole cache
-        x = images[start:start + batch].astype(np.float32)
+        x = images[start : start + batch].astype(np.float32)
         lap = 4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
-        out[start:start + batch] = np.abs(lap).mean((1, 2))
+        out[start : start + batch] = np.abs(lap).mean((1, 2))
     return out

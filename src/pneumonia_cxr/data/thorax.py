@@ -38,7 +38,7 @@ def thorax_width(image: np.ndarray) -> float | None:
     if image.shape != (WORK_SIZE, WORK_SIZE):
         image = np.asarray(Image.fromarray(image.astype(np.uint8)).resize((WORK_SIZE, WORK_SIZE), Image.BILINEAR))
     n = WORK_SIZE
-    band = image[int(ROWS[0] * n):int(ROWS[1] * n)].astype(np.float64)
+    band = image[int(ROWS[0] * n) : int(ROWS[1] * n)].astype(np.float64)
     profile = gaussian_filter1d(band.mean(axis=0), n / 60)
     lo, hi = int(0.38 * n), int(0.62 * n)
     middle = lo + int(np.argmax(profile[lo:hi]))  # the mediastinum: the brightest column near the centre
@@ -67,7 +67,7 @@ def magnify(image: np.ndarray, factor: float) -> np.ndarray:
     h, w = image.shape
     ch, cw = round(h / factor), round(w / factor)
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = Image.fromarray(np.ascontiguousarray(image[top:top + ch, left:left + cw]))
+    crop = Image.fromarray(np.ascontiguousarray(image[top : top + ch, left : left + cw]))
     return np.asarray(crop.resize((w, h), Image.BILINEAR))
 
 
@@ -78,8 +78,9 @@ def zoom_to_thorax(width: float | None, target: float = THORAX_WIDTH, max_zoom: 
     return float(np.clip(target / width, 1.0, max_zoom))
 
 
-def normalise_thorax_scale(images: np.ndarray, target: float = THORAX_WIDTH, max_zoom: float = MAX_ZOOM,
-                           what: str = "images") -> np.ndarray:
+def normalise_thorax_scale(
+    images: np.ndarray, target: float = THORAX_WIDTH, max_zoom: float = MAX_ZOOM, what: str = "images"
+) -> np.ndarray:
     """A copy of a (N, H, W) uint8 batch with every small thorax magnified to `target`; logs how many images had no
     clear lung valleys (left as they are) and how many were magnified."""
     images = np.asarray(images)
@@ -95,6 +96,11 @@ def normalise_thorax_scale(images: np.ndarray, target: float = THORAX_WIDTH, max
             out[i] = magnify(image, factor)
             magnified += 1
     if len(images):
-        log.info("thorax scale of %d %s: %d magnified, %d without two clear lung valleys (left as they are)",
-                 len(images), what, magnified, unknown)
+        log.info(
+            "thorax scale of %d %s: %d magnified, %d without two clear lung valleys (left as they are)",
+            len(images),
+            what,
+            magnified,
+            unknown,
+        )
     return out
