@@ -29,8 +29,10 @@ def test_decode_consistency_compares_both_decodings_of_every_sample_image(
     from pneumonia_cxr.models import build_dense_baseline
     from pneumonia_cxr.train import save_model
 
+    blind = build_dense_baseline(16, units=4)  # all weights zero: the same output whatever the image
+    blind.set_weights([w * 0 for w in blind.get_weights()])
     save_model(
-        build_dense_baseline(16, units=4),
+        blind,
         tmp_path / "tiny.keras",
         image_size=16,
         resize="squash",
@@ -61,66 +63,8 @@ def test_decode_consistency_compares_both_decodings_of_every_sample_image(
     assert done.value.code == 0
     row = pd.read_csv(out).iloc[0]
     assert row["model"] == "tiny" and row["images"] == len(list(real_fullres.glob("*/*/*.jpeg")))
-    assert 0 <= row["decisions_changed"] <= 1 and row["mean_abs_probability_change"] >= 0
-
-
-@pytest.mark.real_data
-def test_official_layout_stand_in_keeps_the_pool_and_adds_a_test_split_nothing_drops(real_224, tmp_path):
-    """The stand-in test/ must not shrink the pool the full profile trains on (the point of the timing): new patient ids
-    and re-saved pixels, so neither the patient nor the duplicate check drops a training image."""
-    import hashlib
-
-    import numpy as np
-    from PIL import Image
-
-    from pneumonia_cxr.data.discover import parse_patient
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from official_layout import stand_in_dataset, subtype
-
-    counts = {"normal": 3, "bacteria": 3, "virus": 2}
-    data = stand_in_dataset(real_224, tmp_path, counts)
-    for split in ("train", "val"):
-        assert sorted(p.name for p in (data / split).glob("*/*.jpeg")) == sorted(
-            p.name for p in (real_224 / split).glob("*/*.jpeg")
-        )
-    test = sorted((data / "test").glob("*/*.jpeg"))
-    assert {k: sum(subtype(p) == k for p in test) for k in counts} == counts
-    pool = sorted((real_224 / "train").glob("*/*.jpeg")) + sorted((real_224 / "val").glob("*/*.jpeg"))
-    assert not {parse_patient(p.name) for p in test} & {parse_patient(p.name) for p in pool}
-
-    def pixels(path):
-        with Image.open(path) as image:
-            return hashlib.sha1(np.asarray(image.convert("L")).tobytes()).hexdigest()
-
-    assert not {pixels(p) for p in test} & {pixels(p) for p in pool}
-    assert not any(p.is_symlink() for p in test) and all(p.is_symlink() for p in (data / "train").glob("*/*.jpeg"))
-
-
-def test_official_layout_keeps_the_earlier_measurements_newest_first(tmp_path):
-    """A new timing does not wipe the ones before it: shared hosts vary too much for one to stand alone."""
-    import json
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from official_layout import earlier_measurements
-
-    out = tmp_path / "timing.json"
-    assert earlier_measurements(out) == []
-    out.write_text(
-        json.dumps(
-            {
-                "git_commit": "b",
-                "date": "2026-11-26",
-                "cpu": "c",
-                "wall_seconds": 2600.0,
-                "peak_memory_mb": 3300.0,
-                "notebook_seconds": {"03": 1500.0, "final_notebook": 30.0},
-                "earlier": [{"git_commit": "a", "minutes_01_07": 53.1}],
-            }
-        )
-    )
-    kept = earlier_measurements(out)
-    assert [m["git_commit"] for m in kept] == ["b", "a"] and kept[0]["minutes_01_07"] == 25.0
+    # a model blind to the image decides both decodings alike: any change would be a misaligned pair of images
+    assert row["decisions_changed"] == 0 and row["mean_abs_probability_change"] == 0
 
 
 @pytest.mark.real_data

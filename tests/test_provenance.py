@@ -99,7 +99,7 @@ def test_the_real_notebooks_load_what_they_use():
 
     tuner = loaded("notebooks/06_keras_tuner_search.ipynb")
     assert {"tuning.py", "models.py", "train.py", "data/pipeline.py", "data/cache.py", "notebook.py"} <= tuner
-    assert not {"runner.py", "provenance.py", "report.py", "published.py", "cli.py", "predict.py"} & tuner
+    assert not {"runner.py", "provenance.py", "report.py", "pdf.py", "cli.py", "predict.py", "scoring.py"} & tuner
     assert "tuning.py" not in loaded("notebooks/03_scratch_cnn.ipynb")
 
 
@@ -151,3 +151,22 @@ def test_clean_notebook_gives_the_injected_cell_a_fixed_id_and_drops_timing(tmp_
     assert '"id": "kept"' in first and '"execute_result"' in first
     assert '"execution_count": 1' in first and "duration" not in first  # nbval needs the count of a cell that ran
     assert "input_path" not in first and "output_path" not in first
+
+
+def test_comments_docstrings_and_layout_do_not_change_a_fingerprint(tmp_path):
+    import nbformat
+
+    from pneumonia_cxr.provenance import code_fingerprint
+
+    book = tmp_path / "nb.ipynb"
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from pneumonia_cxr import metrics")]), str(book)
+    )
+
+    def fingerprint(source):
+        package = _package(tmp_path / "pkg", metrics=source)
+        return code_fingerprint(book, package)
+
+    base = fingerprint('"""Metrics."""\n\ndef auc(y, p):\n    return 0.5  # a guess\n')
+    assert fingerprint('"""Metrics, reworded."""\n\n\ndef auc(y,   p):\n    """Area."""\n    return 0.5\n') == base
+    assert fingerprint('"""Metrics."""\n\ndef auc(y, p):\n    return 0.6  # a guess\n') != base

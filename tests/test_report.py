@@ -1,5 +1,5 @@
-"""README results table and the PDF report, checked against the committed reports/ of the latest run; the
-comparison of runs with other seeds."""
+"""The README results block, the model card and the PDF report from the committed reports/ of the latest run; what the
+staleness check names; the comparison of runs with other seeds."""
 
 import os
 import shutil
@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 
 from pneumonia_cxr import report
-from pneumonia_cxr.results import choose_model, load_metrics
+from pneumonia_cxr.results import load_metrics
+from pneumonia_cxr.selection import choose_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_readme_results_table_equals_what_reports_give():
-    readme = (ROOT / "README.md").read_text()
-    assert report.render_readme(readme, ROOT / "reports") == readme, "run: python -m pneumonia_cxr.report"
 
 
 def _need(tool):
@@ -28,75 +24,99 @@ def _need(tool):
         pytest.skip(msg)
 
 
-def test_committed_reports_are_what_the_committed_code_makes():
-    assert report.stale_results(ROOT / "reports") == []  # each line says what to run again
+def _copy_run(tmp_path) -> Path:
+    """The committed run's metrics (all that the check and the README block read) in a folder of its own."""
+    src, dst = ROOT / "reports" / "metrics", tmp_path / "metrics"
+    dst.mkdir(parents=True)
+    for f in [*src.glob("*.json"), *src.glob("*.csv")]:
+        shutil.copy(f, dst / f.name)
+    shutil.copytree(ROOT / "reports" / "predictions", tmp_path / "predictions")
+    return dst
 
 
 def test_stale_results_names_each_thing_the_code_would_no_longer_make(tmp_path):
-    from pneumonia_cxr.train import read_json, write_json
+    from pneumonia_cxr.io import read_json, write_json
 
-    for src in [ROOT / "reports" / "metrics", *sorted((ROOT / "reports" / "seeds").glob("*/metrics"))]:
-        dst = tmp_path / src.relative_to(ROOT / "reports")
-        dst.mkdir(parents=True)
-        for f in [*src.glob("*.json"), *src.glob("seed_table.csv")]:  # all that the check reads
-            shutil.copy(f, dst / f.name)
-    seeds = sorted((tmp_path / "seeds").glob("*/metrics"))
-    assert len(seeds) >= 1, "the committed reports have no seed runs to check against"
-    assert report.stale_results(tmp_path) == []
-
-    main = tmp_path / "metrics" / "run.json"
+    main = _copy_run(tmp_path) / "run.json"
     run = read_json(main)
-    run["notebooks"]["final_notebook"]["code"] = "edited"  # a notebook changed after it ran
-    write_json(main, run)
+    assert [p for p in report.stale_results(tmp_path) if "final_notebook" in p or "01_eda" in p] == []
+    edited = {
+        **run,
+        "notebooks": {**run["notebooks"], "final_notebook": {**run["notebooks"]["final_notebook"], "code": "edited"}},
+    }
+    write_json(main, edited)  # a notebook changed after it ran
+    assert any(p.startswith("final_notebook.ipynb: its code") for p in report.stale_results(tmp_path))
+    interrupted = {**run, "notebooks": {**run["notebooks"], "03_scratch_cnn": {"status": "running", "started": "t"}}}
+    write_json(main, interrupted)  # a re-run killed while notebook 03 ran
     problems = report.stale_results(tmp_path)
-    assert len(problems) == 1 and problems[0].startswith("final_notebook.ipynb: its code")
-    shutil.copy(ROOT / "reports" / "metrics" / "run.json", main)
-
-    seed_run = read_json(seeds[0] / "run.json")  # a seed made before a code change: skipped, so the table is off
-    seed_run["notebooks"]["03_scratch_cnn"]["code"] = "older"
-    write_json(seeds[0] / "run.json", seed_run)
-    problems = report.stale_results(tmp_path)  # what to run again for that seed, and the consequences
-    assert [p.split(":")[0] for p in problems[:2]] == ["notebooks/03_scratch_cnn.ipynb", "notebooks/07_ensemble.ipynb"]
-    assert all(str(seeds[0]) in p for p in problems[:2]), "names the seed's run"
-    assert len(problems) == 4 and "skipped, differs" in problems[2] and "seed_table.csv: differs" in problems[3]
-
-    for folder in seeds:  # no seed runs left, but the table of them is
-        shutil.rmtree(folder.parent)
-    assert len(problems := report.stale_results(tmp_path)) == 1 and "seed_table.csv: left from" in problems[0]
-    (tmp_path / "metrics" / "seed_table.csv").unlink()
-    assert report.stale_results(tmp_path) == []
+    assert any(p.startswith("notebooks/03_scratch_cnn.ipynb: interrupted") for p in problems)
+    assert any(p.startswith("notebooks/07_ensemble.ipynb: it reads 03_scratch_cnn") for p in problems)
     del run["notebooks"]["01_eda"]
     write_json(main, run)
-    assert [p.split(":")[0] for p in report.stale_results(tmp_path)] == [
-        "notebooks/01_eda.ipynb",
-        "final_notebook.ipynb",
-    ]
+    assert any(p.startswith("notebooks/01_eda.ipynb: never run") for p in report.stale_results(tmp_path))
 
 
-def test_pdf_report_has_title_table_figures_and_metrics(tmp_path):
-    from PIL import Image
+def test_results_block_says_which_test_split_the_run_used(tmp_path):
+    from pneumonia_cxr.io import read_json, write_json
 
-    if report.find_browser() is None:
-        _need("chromium")
-    _need("pdftoppm")
-    pdf = report.export_pdf(ROOT / "final_notebook.ipynb", tmp_path / "final_report.pdf")
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    metrics = _copy_run(tmp_path)
+    text = report.results_markdown(tmp_path)
+    chosen = choose_model(load_metrics(metrics))
+    assert f"**{chosen}**" in text and "the official test split (624 images)" in text and "carved" not in text
+    for f in metrics.glob("*.json"):  # the same run as if its dataset had had no test/ folder
+        m = read_json(f)
+        if "task" in m:
+            write_json(f, {**m, "test_split": "carved"})
+    text = report.results_markdown(tmp_path)
+    assert "carved from train" in text and "official test split" not in text
+
+
+def test_model_card_carries_the_chosen_models_numbers():
+    from pneumonia_cxr.model_card import model_card
+
+    card = model_card(ROOT / "reports")
     metrics = load_metrics(ROOT / "reports" / "metrics")
     best = metrics[choose_model(metrics)]
-    assert "git commit" in text and "Kermany" in text  # title block and the comparison table
+    for key in ("roc_auc", "sensitivity", "specificity"):
+        assert f"| {key} | {best['test'][key]:.3f} [" in card
+    for heading in ("## Intended use", "## Out of scope", "## Limitations", "## Ethical considerations"):
+        assert heading in card
+
+
+def test_pdf_report_opens_with_a_summary_page_and_fits_eight_pages(tmp_path):
+    from PIL import Image
+
+    from pneumonia_cxr.pdf import export_pdf, find_browser
+
+    if find_browser() is None:
+        _need("chromium")
+    _need("pdftoppm")
+    pdf = export_pdf(ROOT / "final_notebook.ipynb", tmp_path / "final_report.pdf")
+    page = lambda n: (
+        subprocess.run(  # noqa: E731
+            ["pdftotext", "-layout", "-f", str(n), "-l", str(n), str(pdf), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    metrics = load_metrics(ROOT / "reports" / "metrics")
+    best = metrics[choose_model(metrics)]
+    first = page(1)
+    assert "Kermany" in first and "Summary" in first  # the headline table beside the published results
     for key in ("sensitivity", "specificity", "roc_auc"):
-        assert f"{best['test'][key]:.3f}" in text, key
-    assert "npv@62.5%" in text, "the robustness table's last column was cut off at the page edge"
+        assert f"{best['test'][key]:.3f}" in first, key
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "page")], check=True)
     pages = sorted(tmp_path.glob("page*.png"))
-    assert len(pages) >= 4
+    assert 2 <= len(pages) <= 8
     spread = [np.asarray(Image.open(p).convert("L"), dtype=float).std() for p in pages]
+    assert spread[0] > 20, "no figure on the summary page"
     assert sum(s > 20 for s in spread) >= 3, f"too few pages with figures: {spread}"
 
 
 def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp_path):
+    from pneumonia_cxr.io import write_json
     from pneumonia_cxr.results import seed_runs, seed_table
-    from pneumonia_cxr.train import write_json
 
     def run(folder, seed, auc, j, profile="full", models=("cnn", "transfer", "ternary"), code="abc"):
         notebooks = {"03_cnn": {"code": code}, "final_notebook": {"code": "any"}}
@@ -140,94 +160,9 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     assert table.loc[("cnn", "test AUC"), "spread"] == pytest.approx(0.02)
     assert table.loc[("ternary", "macro OvR AUC"), "spread"] == pytest.approx(0.02)
     assert table.loc[("chosen", "model"), ["seed 42", "seed 7", "seed 10"]].tolist() == ["cnn", "transfer", "cnn"]
-    with pytest.warns(UserWarning):
-        line, second = report.seed_sentences(
-            tmp_path, "cnn"
-        )  # the README's line for seed 7: the main choice, then its own
-    assert line.startswith("With seed 7") and line.index("cnn: test AUC 0.970") < line.index("transfer (its choice)")
-    assert "make seed-check" in line and second.startswith("With seed 10: ")  # what a seed run is: said once
     run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
     with pytest.raises(ValueError, match="seed 7"), pytest.warns(UserWarning):
         seed_runs(tmp_path)
-
-
-def test_threshold_sentence_reads_the_chosen_models_rows(tmp_path):
-    import pandas as pd
-
-    from pneumonia_cxr.operating_point import threshold_out_of_bag
-
-    rng = np.random.default_rng(0)
-    y = np.repeat(rng.random(300) < 0.7, 2)
-    p = 1 / (1 + np.exp(-(rng.normal(size=600) + 2 * (y - 0.5))))
-    groups = np.repeat(np.arange(300), 2)
-    table = pd.concat(
-        [
-            threshold_out_of_bag(y, p, groups, (0.95, 0.97), n_boot=50).assign(model="cnn"),
-            threshold_out_of_bag(y, 1 - p, groups, (0.95,), n_boot=50).assign(model="other"),
-        ]
-    )
-    table.to_csv(tmp_path / "t.csv", index=False)  # the sentence reads the file the final notebook writes
-    line = report.threshold_sentence(pd.read_csv(tmp_path / "t.csv"), "cnn")
-    first = table[table["model"] == "cnn"].iloc[0]
-    assert f"at the target 0.95, sensitivity {first['sensitivity']:.3f}" in line
-    assert f"below 0.95 in {first['share below 0.95']:.0%} of resamples" in line
-    assert "at a target of 0.97: below 0.95 in" in line and line.count("[") == 1
-    assert report.threshold_sentence(table, "absent") == ""
-
-
-def test_ternary_shift_sentence_reads_both_splits_robustness_files(tmp_path):
-    import pandas as pd
-
-    from pneumonia_cxr.ternary import shift_table, ternary_shift_summary
-
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 3, 90)
-
-    def table(noise):  # a model that knows the class, blurred by `noise`, under two "shifts"
-        probs = {s: np.eye(3)[y] + noise * k * rng.random((90, 3)) for k, s in enumerate(("none", "worse"), 1)}
-        return shift_table({s: p / p.sum(1, keepdims=True) for s, p in probs.items()}, y)
-
-    assert report.ternary_shift_sentence(tmp_path) == ""
-    tables = {
-        "ternary_val_robustness.csv": {"ternary": table(0.5), "combined": table(1.0)},
-        "ternary_robustness.csv": {"ternary": table(2.0), "combined": table(4.0)},
-    }
-    for name, t in tables.items():
-        pd.concat(t, names=["model"]).reset_index(level=0).to_csv(tmp_path / name, index=False)
-    line = report.ternary_shift_sentence(tmp_path)
-    assert "Under the 2 acquisition shifts" in line
-    for split, name in (("validation", "ternary_val_robustness.csv"), ("test", "ternary_robustness.csv")):
-        s = ternary_shift_summary(tables[name]["combined"])
-        assert (
-            f"combined {s['mean accuracy at test mix']:.3f} / {s['worst accuracy at test mix']:.3f} / "
-            f"{s['worst normal recall']:.3f}"
-        ) in line.split(f"on {split} ")[1].split(";")[0]
-
-
-def test_official_layout_sentence_puts_its_time_beside_the_training_size_here():
-    timing = {
-        "wall_seconds": 2640.0,
-        "peak_memory_mb": 3432.1,
-        "images": {"train": 4434, "val": 798, "test": 624},
-        "git_commit": "abc1234",
-        "cpu_count": 2,
-        "cpu": "Some CPU",
-    }
-    eda = {"assigned_split_counts": {"train": {"normal": 970, "bacteria": 1837, "virus": 968}}}
-    line = report.official_layout_sentence(timing, eda)
-    assert "44.0 min, peak memory 3432 MB, training on 4,434 images instead of 3,775" in line
-    assert "(commit abc1234; 2 CPU cores, Some CPU)" in line
-    assert "earlier" not in line
-    timing["notebook_seconds"] = {"03_scratch_cnn": 2400.0, "07_ensemble": 210.0, "final_notebook": 30.0}
-    timing["earlier"] = [
-        {"git_commit": "def5678", "date": "2026-11-20", "minutes_01_07": 42.34},
-        {"git_commit": "0123abc", "minutes_01_07": 53.1},
-    ]
-    line = report.official_layout_sentence(timing, eda)
-    assert line.endswith(
-        "Notebooks 01-07 took 43.5 min there; earlier measurements, newest first: "
-        "42.3 min (def5678, 2026-11-20), 53.1 min (0123abc)."
-    )
 
 
 def test_an_ablation_made_beside_another_scratch_cnn_is_stale(tmp_path):
