@@ -1,7 +1,7 @@
 """Decode every image once (grayscale, resized) into a compact on-disk uint8 array cache.
 
 The cache is keyed by the dataset's files (relative path, byte size, modification time), the
-target size and the resize mode, so a changed dataset or setting gets a new cache, never a stale
+target size, the resize mode and the Pillow version that decodes them, so a changed dataset or setting gets a new cache, never a stale
 one. A cache folder is written under a temporary name and renamed into place only when complete,
 so an interrupted build never leaves a half-written cache that a later step trusts; a temporary folder whose
 writer died is removed by the next build, and a cache found damaged on load (a truncated array) is decoded
@@ -94,7 +94,10 @@ def _remove_superseded(folder: Path, meta: dict) -> None:
 
 
 def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
-    raw = f"v{CACHE_VERSION}|{size}|{resize}|{dataset_fingerprint(table)}"
+    import PIL
+
+    # the decoder's version too: another Pillow (its libjpeg) may decode the same file to other pixels
+    raw = f"v{CACHE_VERSION}|Pillow {PIL.__version__}|{size}|{resize}|{dataset_fingerprint(table)}"
     return f"{size}px-{resize}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
 
 
