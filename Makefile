@@ -19,7 +19,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo benchmark decode-check aspect-ablation mixup-check clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed decode-check aspect-ablation mixup-check clean
 
 all: analysis
 
@@ -48,7 +48,7 @@ analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
 	  echo "*** data/chest_xray not found: running on SYNTHETIC demo data ***"; \
 	  echo "*** (see README: get the real dataset with the Kaggle CLI)    ***"; \
 	  echo "***************************************************************"; fi
-	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
+	$(PY) -m pneumonia_cxr.runner --make --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
 	$(PY) -m pneumonia_cxr.report
 	$(PY) -m pneumonia_cxr.pdf
 
@@ -77,6 +77,14 @@ refresh: venv
 
 benchmark: venv
 	$(PY) benchmarks/run.py
+
+# predict on the official test images, this checkout against the commit before batching, after `make all`
+predict-speed: venv
+	$(PY) benchmarks/predict_speed.py
+
+# The review app on the latest run's models, at http://127.0.0.1:7860 (INBOX=folder of X-rays to review, read only)
+review: venv
+	$(PY) -m pneumonia_cxr.review --models models --db reviews.sqlite $(if $(INBOX),--inbox $(INBOX),)
 
 decode-check: venv
 	$(PY) benchmarks/decode_consistency.py

@@ -159,3 +159,43 @@ def test_injected_folders_inside_the_repository_are_relative_to_the_notebook(tmp
     assert in_notebooks["data_dir"] == str(tmp_path.resolve()) and "weights_dir" not in in_notebooks
     assert runner.parameters(args, ROOT)["models_dir"] == "models"  # the final notebook runs at the top
     assert runner.parameters(args)["output_dir"] == str(ROOT / "reports" / "seeds" / "7"), "run.json keeps it whole"
+
+
+def test_make_runs_what_a_fresh_clone_lacks_and_a_whole_run_for_another_dataset(tmp_path, monkeypatch, capsys):
+    """`make all` (`--make`): the committed reports are up to date but a fresh clone has no models, so the notebooks
+    that make models run (and the final notebook, which reads them), not notebook 01; a run.json of another dataset
+    is replaced by a whole run."""
+    executed = []
+
+    def fake_execute(src, dst, **kwargs):
+        executed.append(Path(src).stem)
+        shutil.copy(src, dst)
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", fake_execute)
+    log = tmp_path / "reports" / "metrics" / "run.json"
+    write_json(log, {"profile": "smoke", "seed": 42, "data_dir": str(tmp_path / "data"), "notebooks": up_to_date_run()})
+    args = [
+        "--make",
+        "--profile",
+        "smoke",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "reports"),
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--executed-dir",
+        str(tmp_path / "x"),
+    ]
+    assert runner.main(args) == 0
+    assert executed == STEMS[1:]  # every notebook with a model to make, then the final notebook; not 01
+    assert "baseline_dense.keras is not in" in capsys.readouterr().out
+    (tmp_path / "models").mkdir()
+    for stem, files in runner.MODELS_MADE.items():
+        for f in files:
+            (tmp_path / "models" / f).write_text(stem)
+    executed.clear()
+    assert runner.main(args) == 0 and executed == []  # models there, code unchanged: nothing to run
+    other = [a if a != str(tmp_path / "data") else str(tmp_path / "chest_xray") for a in args]
+    assert runner.main(other) == 0 and executed == STEMS  # another dataset: every notebook
+    assert "every notebook runs" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""`pneumonia-cxr` console entry: `pneumonia-cxr summary|predict|run|report ...`."""
+"""`pneumonia-cxr` console entry: `pneumonia-cxr summary|predict|review|run|report|demo ...`."""
 
 import sys
 
@@ -7,6 +7,7 @@ def main() -> int:
     commands = {
         "summary": "pneumonia_cxr.data.summary",
         "predict": "pneumonia_cxr.predict",
+        "review": "pneumonia_cxr.review.app",
         "run": "pneumonia_cxr.runner",
         "report": "pneumonia_cxr.report",
         "demo": "pneumonia_cxr.data.demo",

@@ -84,9 +84,9 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
         gap = pd.read_csv(gap_file).query("model == @chosen and subgroup == 'all'").set_index("metric")
         lines.append(
             "Validation promised "
-            + ", ".join(
-                f"{k} {gap.loc[k, 'val value']:.3f}; test gave {gap.loc[k, 'test value']:.3f}" for k in gap.index
-            )
+            + " and ".join(f"{k} {gap.loc[k, 'val value']:.3f}" for k in gap.index)
+            + "; test gave "
+            + " and ".join(f"{gap.loc[k, 'test value']:.3f}" for k in gap.index)
             + " (`reports/metrics/val_vs_test.csv`, per subgroup too)."
         )
     if (metrics_dir / "targets.csv").exists():

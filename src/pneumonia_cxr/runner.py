@@ -46,17 +46,30 @@ READS_FROM = {
 }
 
 
+# The models each notebook leaves under --models-dir (its metrics and figures are committed under reports/, its models
+# are not): a notebook whose model is missing is out of date, so a fresh clone re-makes them and nothing else.
+MODELS_MADE = {
+    "02_baseline_dense": ["baseline_dense.keras"],
+    "03_scratch_cnn": ["scratch_cnn.keras"],
+    "04_transfer_learning": ["transfer.keras"],
+    "05_ternary_classifier": ["ternary.keras"],
+    "06_keras_tuner_search": ["tuned_cnn.keras"],
+    "07_ensemble": ["ensemble.keras"],
+}
+
+
 def inputs_now(stem: str, ran: dict) -> dict[str, str | None]:
     """What `stem` reads, as the code each of those notebooks last ran with (run.json's `notebooks`, `ran`); the runner
     stores it with the notebook's own entry, so a later re-run of one of them shows."""
     return {up: ran.get(up, {}).get("code") for up in READS_FROM.get(stem, [])}
 
 
-def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS) -> dict[str, str]:
+def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS, models_dir: str | Path | None = None) -> dict[str, str]:
     """notebook -> why its results are not what the committed code makes, from run.json's `notebooks` (`ran`): never
     run; its code, or a package module it loads, changed since (`code_fingerprint`); it reads a notebook listed here,
     which must run again first; or it read results that another notebook has since made again with other code. In
-    `notebooks` order: running them in that order brings the run up to date."""
+    `notebooks` order: running them in that order brings the run up to date. With `models_dir`, a notebook whose
+    model file (`MODELS_MADE`) is not there is out of date too."""
     stale: dict[str, str] = {}
     for nb in notebooks:
         stem, entry = Path(nb).stem, ran.get(Path(nb).stem)
@@ -70,6 +83,8 @@ def out_of_date(ran: dict, notebooks: list[str] = NOTEBOOKS) -> dict[str, str]:
             )
         elif entry.get("code") != code_fingerprint(nb):
             stale[nb] = "its code (or a module it loads) changed since it ran"
+        elif missing := [m for m in MODELS_MADE.get(stem, []) if models_dir and not (Path(models_dir) / m).is_file()]:
+            stale[nb] = f"its model {', '.join(missing)} is not in {models_dir}"
         elif waiting:
             stale[nb] = f"it reads {', '.join(waiting)}, to run again first"
         elif changed and "inputs" not in entry:
@@ -207,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run only the notebooks that --output-dir's run.json shows out of date (with --only: of those)",
     )
+    parser.add_argument(
+        "--make",
+        action="store_true",
+        help="like make (`make all`): --stale, models missing from --models-dir count as out of date, and a run.json "
+        "of another profile, seed or dataset is replaced by a whole new run",
+    )
     args = parser.parse_args(argv)
 
     for var in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel", "ABSL_MIN_LOG_LEVEL"):
@@ -216,19 +237,22 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = [n for n in NOTEBOOKS if not args.only or any(o in n for o in args.only)]
     run_log = Path(args.output_dir) / "metrics" / "run.json"
     previous = read_json(run_log) if run_log.exists() else {}
-    if args.stale:
+    if args.stale or args.make:
         same = {"profile": str, "seed": str, "data_dir": lambda d: Path(d).name}  # a dataset by its folder's name
         if differs := [
             f"{key} {previous[key]}"
             for key, name in same.items()
             if key in previous and name(previous[key]) != name(params[key])
         ]:
-            print(
-                f"--stale: {run_log} is a run of {', '.join(differs)}; bring it up to date with the same",
-                file=sys.stderr,
-            )
-            return 2
-        stale = out_of_date(previous.get("notebooks", {}), notebooks)
+            if not args.make:
+                print(
+                    f"--stale: {run_log} is a run of {', '.join(differs)}; bring it up to date with the same",
+                    file=sys.stderr,
+                )
+                return 2
+            print(f"{run_log} is a run of {', '.join(differs)}: every notebook runs", flush=True)
+            previous = {}
+        stale = out_of_date(previous.get("notebooks", {}), notebooks, args.models_dir if args.make else None)
         for nb, why in stale.items():
             print(f"{nb}: {why}", flush=True)
         notebooks = list(stale)
@@ -242,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "git_commit": git_commit(),
         "notebooks": {},
     }
-    if previous and (args.only or args.stale) and not args.prepare_only:
+    if previous and (args.only or args.stale or args.make) and not args.prepare_only:
         log["notebooks"] = {
             nb: {**entry, "git_commit": entry.get("git_commit", previous.get("git_commit"))}
             for nb, entry in previous.get("notebooks", {}).items()

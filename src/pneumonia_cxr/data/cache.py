@@ -1,8 +1,8 @@
 """Decode every image once (grayscale, resized) into a compact on-disk uint8 array cache.
 
 The cache is keyed by the dataset's files (relative path, byte size, modification time), the
-target size, the resize mode and the Pillow version that decodes them, so a changed dataset or setting gets a new cache, never a stale
-one. A cache folder is written under a temporary name and renamed into place only when complete,
+target size, the resize mode and the Pillow version that decodes them, so a changed dataset or setting gets a new
+cache, never a stale one. A cache folder is written under a temporary name and renamed into place only when complete,
 so an interrupted build never leaves a half-written cache that a later step trusts; a temporary folder whose
 writer died is removed by the next build, and a cache found damaged on load (a truncated array) is decoded
 again. A new cache replaces (deletes) the older ones of the same files at the same size and resize mode, e.g. after the

@@ -1,0 +1,1 @@
+"""The review app: a clinician reads the model's call on an X-ray, sees why, and accepts or corrects it."""

@@ -1,0 +1,209 @@
+"""What reviewers decide, kept in SQLite: one row per answer, never changed, the latest answer for an image counting.
+
+Invariant: an answer, once stored, is never updated or deleted (triggers refuse both); a second answer for the same
+image (by its SHA-256) is a new row. The database runs in WAL mode with a busy timeout, every write opens its own
+connection and commits at once, and a write that still finds the database locked is retried, then raised as
+`ReviewStoreError` for the page to show: an answer is stored or the reviewer is told, never lost silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ANSWERS = ("agree", "normal", "bacterial", "viral", "not readable")
+TERNARY_OF = {"normal": "normal", "bacteria": "bacterial", "virus": "viral"}  # the model's class names -> answers
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    model_file TEXT NOT NULL,
+    model_commit TEXT,
+    p_pneumonia REAL NOT NULL,
+    threshold REAL NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('NORMAL', 'PNEUMONIA')),
+    p_normal REAL, p_bacterial REAL, p_viral REAL,
+    reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
+    answer TEXT NOT NULL CHECK (answer IN ({", ".join(f"'{a}'" for a in ANSWERS)})),
+    note TEXT NOT NULL DEFAULT '',
+    answered_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_by_image ON answers (sha256, id);
+CREATE TABLE IF NOT EXISTS thumbnails (sha256 TEXT PRIMARY KEY, png BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS answers_never_change BEFORE UPDATE ON answers
+    BEGIN SELECT RAISE(ABORT, 'answers are never changed: store a new one'); END;
+CREATE TRIGGER IF NOT EXISTS answers_never_deleted BEFORE DELETE ON answers
+    BEGIN SELECT RAISE(ABORT, 'answers are never deleted'); END;
+"""
+
+
+class ReviewStoreError(RuntimeError):
+    """The database cannot be opened or written; the message names it and says what to do."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ReviewStore:
+    """The answers database at `path`, created if absent.
+
+    Raises:
+        ReviewStoreError: the file cannot be created, opened or written (a read-only folder, a locked or foreign file).
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 10.0, retries: int = 3):
+        self.path, self.timeout, self.retries = Path(path), timeout, retries
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                db.execute("BEGIN IMMEDIATE")  # a write lock now: an unwritable or locked file fails at start
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ReviewStoreError(f"{self.path}: cannot open the review database for writing ({exc})") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        return db
+
+    def _write(self, sql: str, values: tuple) -> int:
+        for attempt in range(self.retries):
+            try:
+                with self._connect() as db:
+                    return db.execute(sql, values).lastrowid
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == self.retries - 1:
+                    raise ReviewStoreError(f"{self.path}: answer not saved ({exc}); save it again") from exc
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def add_answer(
+        self,
+        *,
+        sha256: str,
+        path: str,
+        model_file: str,
+        model_commit: str | None,
+        p_pneumonia: float,
+        threshold: float,
+        decision: str,
+        ternary: dict | None,
+        reviewer: str,
+        answer: str,
+        note: str = "",
+        thumbnail_png: bytes | None = None,
+    ) -> int:
+        """Store one answer as a new row (and the image's thumbnail once); returns the row id."""
+        if answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {ANSWERS}, not {answer!r}")
+        if not reviewer.strip():
+            raise ValueError("a reviewer name is needed")
+        ternary = ternary or {}
+        if thumbnail_png is not None:
+            self._write("INSERT OR IGNORE INTO thumbnails (sha256, png) VALUES (?, ?)", (sha256, thumbnail_png))
+        return self._write(
+            "INSERT INTO answers (sha256, path, model_file, model_commit, p_pneumonia, threshold, decision, p_normal,"
+            " p_bacterial, p_viral, reviewer, answer, note, answered_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sha256,
+                path,
+                model_file,
+                model_commit,
+                float(p_pneumonia),
+                float(threshold),
+                decision,
+                ternary.get("normal"),
+                ternary.get("bacteria"),
+                ternary.get("virus"),
+                reviewer.strip(),
+                answer,
+                note,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
+        )
+
+    def answers(self) -> pd.DataFrame:
+        """Every answer in the order given, with `latest` True on the one that counts for its image."""
+        with self._connect() as db:
+            table = pd.read_sql_query("SELECT * FROM answers ORDER BY id", db)
+        table["latest"] = ~table["sha256"].duplicated(keep="last")
+        return table
+
+    def reviewed(self) -> set[str]:
+        with self._connect() as db:
+            return {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM answers")}
+
+    def thumbnail(self, sha256: str) -> bytes | None:
+        with self._connect() as db:
+            row = db.execute("SELECT png FROM thumbnails WHERE sha256 = ?", (sha256,)).fetchone()
+        return row[0] if row else None
+
+
+def labelled(answers: pd.DataFrame) -> pd.DataFrame:
+    """Answers with the reviewer's label spelled out: `label` (normal / bacterial / viral, or the model's own call
+    for "agree"; empty for "not readable") and `label_binary` (NORMAL / PNEUMONIA)."""
+    out = answers.copy()
+    ternary_call = out[["p_normal", "p_bacterial", "p_viral"]].idxmax(axis=1, skipna=True).str.removeprefix("p_")
+    ternary_call = ternary_call.where(out[["p_normal", "p_bacterial", "p_viral"]].notna().all(axis=1), "")
+    model_label = np.where(
+        out["decision"] == "NORMAL",
+        "normal",
+        np.where(ternary_call.isin(["bacterial", "viral"]), ternary_call, "pneumonia"),
+    )
+    out["label"] = np.where(
+        out["answer"] == "agree", model_label, np.where(out["answer"] == "not readable", "", out["answer"])
+    )
+    out["label_binary"] = np.where(out["label"] == "", "", np.where(out["label"] == "normal", "NORMAL", "PNEUMONIA"))
+    return out
+
+
+def export_csv(store: ReviewStore, out: str | Path) -> Path:
+    """All answers as a labelled CSV (one row per answer, `latest` marking the one that counts)."""
+    table = labelled(store.answers())
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(buffer.getvalue())
+    return out
+
+
+def agreement(answers: pd.DataFrame) -> dict:
+    """How far reviewers agree with the model, on the latest readable answer per image: counts, the confusion table
+    (model decision by reviewer label, normal vs pneumonia) and Cohen's kappa."""
+    from sklearn.metrics import cohen_kappa_score
+
+    latest = labelled(answers)
+    latest = latest[latest["latest"]]
+    readable = latest[latest["label_binary"] != ""]
+    confusion = pd.crosstab(readable["decision"].rename("model"), readable["label_binary"].rename("reviewer"))
+    confusion = confusion.reindex(index=["NORMAL", "PNEUMONIA"], columns=["NORMAL", "PNEUMONIA"], fill_value=0)
+    kappa = float(cohen_kappa_score(readable["decision"], readable["label_binary"])) if len(readable) else None
+    kappa = None if kappa is None or kappa != kappa else kappa  # undefined when neither side varies
+    disagree = readable[readable["decision"] != readable["label_binary"]]
+    return {
+        "images reviewed": int(len(latest)),
+        "answers": int(len(answers)),
+        "not readable": int((latest["label_binary"] == "").sum()),
+        "agree": int((readable["decision"] == readable["label_binary"]).sum()),
+        "kappa": kappa,
+        "confusion": confusion,
+        "disagreements": disagree,
+    }
