@@ -10,6 +10,7 @@ works offline, unlike nbconvert's webpdf browser download.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,15 +28,34 @@ INSTALL_HINT = (
 # On paper a wide table cannot scroll: its outputs' scroll boxes would cut it at the page edge, so tables print
 # smaller and tighter and every output shows in full.
 PRINT_CSS = (
-    "@page { size: A4 landscape; margin: 12mm; } body { font-size: 12px; }"
-    " h2 { page-break-before: always; } h2#Summary, h2#Data, h2#Method { page-break-before: avoid; }"
-    " img { max-width: 100% !important; page-break-inside: avoid; }"
+    "@page { size: A4 landscape; margin: 12mm; } body { font-size: 11px; }"
+    " .jp-RenderedHTMLCommon { font-size: 11px !important; line-height: 1.4 !important; }"
+    " .celltag_page-break { break-before: page; }"  # the sections a presenter shows one page each
+    " img { max-width: 100% !important; height: auto !important; }"
     " .jp-OutputArea-output { overflow: visible !important; }"
     " .jp-OutputArea-output table { font-size: 8.5px !important; }"
+    " .celltag_summary .jp-OutputArea-output table { font-size: 11px !important; }"
     " .jp-OutputArea-output td, .jp-OutputArea-output th { padding: 0.2em 0.4em !important; }"
     " .jp-OutputArea-output pre { font-size: 9px; }"
     " tr { page-break-inside: avoid; }"
 )
+
+
+FIGURE_SCALE = 0.5  # figures printed at 50% of their pixel size: Chromium paginates on an image's own size
+
+
+def _smaller(b64: str, scale: float = FIGURE_SCALE) -> str:
+    """A PNG (base64) resampled to `scale` of its size, so that a figure and its table share a page."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image = image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def find_browser() -> str | None:
@@ -58,6 +78,9 @@ def export_pdf(
     exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"no-pdf"}, enabled=True), enabled=True)
     html, _ = exporter.from_filename(str(notebook))
     html = html.replace("</head>", f"<style>{PRINT_CSS}</style></head>", 1)
+    html = re.sub(
+        r'src="data:image/png;base64,([^"]+)"', lambda m: f'src="data:image/png;base64,{_smaller(m[1])}"', html
+    )
     pdf = Path(pdf)
     pdf.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
