@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import ANSWERS, ReviewStore, ReviewStoreError, agreement, export_csv, sha256_of
+from .store import ANSWERS, TERNARY_OF, ReviewStore, ReviewStoreError, agreement, export_csv, sha256_of
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SHORTCUTS = """
@@ -111,7 +111,7 @@ class Review:
             f"-> **{row['decision']}**"
         )
         case = {"path": name, "file": str(path), "sha256": sha256_of(path), **row}
-        ternary = {c: v for c, v in row.get("ternary", {}).items()} or None
+        ternary = {TERNARY_OF.get(c, c): v for c, v in row.get("ternary", {}).items()} or None
         return {
             "message": f"Scored `{Path(name).name}`.",
             "image": _rgb(image),
@@ -188,8 +188,12 @@ def build_app(review: Review):
                 upload = gr.File(label="Or drop one X-ray here", elem_id="upload")
             message = gr.Markdown(elem_id="message")
             with gr.Row():
-                image = gr.Image(label="X-ray (as the model sees it)", interactive=False, elem_id="xray")
-                heat = gr.Image(label="Grad-CAM of the decision", interactive=False, elem_id="gradcam")
+                image = gr.Image(
+                    label="X-ray (as the model sees it)", interactive=False, elem_id="xray", buttons=["fullscreen"]
+                )
+                heat = gr.Image(
+                    label="Grad-CAM of the decision", interactive=False, elem_id="gradcam", buttons=["fullscreen"]
+                )
             with gr.Row():
                 call = gr.Markdown(elem_id="call")
                 ternary = gr.Label(label="normal / bacterial / viral", elem_id="ternary")
