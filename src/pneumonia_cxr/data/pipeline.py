@@ -15,8 +15,8 @@ from sklearn.utils.class_weight import compute_class_weight
 # Acquisition augmentation at strength 1: ranges of the per-image random draws
 AUGMENTATION = {
     "rotation_deg": 8.0,  # patient positioning
-    # Field of view (a smaller or bigger child, a looser or tighter collimation): scale 1 +- 0.30. At +-0.10 (up to
-    # run 16) every CNN called NORMALs pneumonia when the image was magnified x1.3 (validation specificity 0.98 ->
+    # Field of view (a smaller or bigger child, a looser or tighter collimation): scale 1 +- 0.30. At +-0.10 (in an
+    # earlier run) every CNN called NORMALs pneumonia when the image was magnified x1.3 (validation specificity 0.98 ->
     # 0.51-0.69) or shrunk x0.7 (-> 0.26-0.80), AUC still 0.97-0.99: the official test's symptom again.
     "zoom": 0.30,
     "aspect": 0.5,  # width / height stretch exp(U(-0.5, 0.5)), any class: wide enough to drown the class gap below
@@ -25,19 +25,19 @@ AUGMENTATION = {
     "contrast": 0.3,  # x(1 +- 0.3) about the image mean
     "brightness": 25.0,  # +- grey levels
     # blend towards a Gaussian blur of sd 1.5 px (0 -> 1), on towards that blur applied twice (1 -> 2, sd 2.1 px), or
-    # away from it, i.e. sharpen (< 0). Up to 1.0 (run 11) the blurred NORMALs of the hold-out lost specificity
+    # away from it, i.e. sharpen (< 0). Up to 1.0 (earlier) the blurred NORMALs of the hold-out lost specificity
     # (scratch CNN 0.92 -> 0.84 under blur r=1.5, tuned CNN 0.90 -> 0.75): blur was at the edge of what training saw.
     "blur": (-0.6, 1.6),
     "low_res_fraction": 0.3,  # images of a batch shown at a lower resolution (down- then up-sampled)
     "low_res_scale": (0.4, 0.9),
     "border_fraction": 0.3,  # images given collimator bands: black along random edges, whatever the class
     "border_width": 0.10,  # each band up to this fraction of the image side
-    # Grain: without it, Gaussian noise of 5 grey levels made run 10's scratch and transfer CNNs call nearly every
+    # Grain: without it, Gaussian noise of 5 grey levels made earlier scratch and transfer CNNs call nearly every
     # NORMAL validation image pneumonia (specificity 0.98 -> 0.02 and 0.99 -> 0.16, AUC still 0.99): texture read as
     # opacity, the official test's symptom (sensitivity near 1, specificity low). Detectors and doses differ in noise.
     "noise_fraction": 0.5,  # images of a batch given Gaussian grain
     "noise_sd": 8.0,  # its standard deviation, U(0, 8) grey levels
-    # Compression: run 11's fine-tuned MobileNetV2 lost hold-out specificity 0.97 -> 0.865 when images were re-saved
+    # Compression: earlier fine-tuned MobileNetV2 lost hold-out specificity 0.97 -> 0.865 when images were re-saved
     # at JPEG quality 50, and changed its decision on 10% of the 376 full-resolution originals between their 224 px
     # release (quality 75) and this project's own decode: it read compression texture. An archive or export re-saves.
     "jpeg_fraction": 0.5,  # images of a batch re-saved as JPEG, last, as an export would
@@ -51,9 +51,9 @@ AUGMENTATION = {
 # image gets a random width / height stretch, the same for both classes (AUGMENTATION["aspect"]). A class offset on
 # top of it (`class_aspect=True`: pneumonia widened by the whole gap, sides cropped) made things worse: the CNN
 # learnt the crop instead. Validation, 8-epoch checks, NORMAL specificity when every image's sides are cropped
-# (x1.26): no offset 0.99 -> 0.99, pneumonia widened 0.98 -> 0.89, both classes moved half the gap (run 4)
+# (x1.26): no offset 0.99 -> 0.99, pneumonia widened 0.98 -> 0.89, both classes moved half the gap (earlier)
 # 0.97 -> 0.69. Without the offset, a stretch of +-0.3 still left a shape cue (NORMALs narrowed x1.26: specificity
-# -0.02 for the CNN, -0.08 for run 5's ensemble; pneumonia widened: sensitivity -0.04); +-0.5 took it to 0.00 / -0.015.
+# -0.02 for the CNN, -0.08 for earlier ensemble; pneumonia widened: sensitivity -0.04); +-0.5 took it to 0.00 / -0.015.
 ORIGINAL_ASPECT = {"normal": 1.21, "pneumonia": 1.52}
 ASPECT_OFFSET = math.log(ORIGINAL_ASPECT["pneumonia"] / ORIGINAL_ASPECT["normal"])  # log width / height
 
@@ -126,7 +126,7 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
 
     # Collimator bands on random edges (top, bottom, left, right), the same for every class: in this release
     # NORMAL images have darker edges, and a CNN trained without this lost most of its sensitivity to black
-    # bands at top and bottom (scratch_cnn_robustness.csv of run 3).
+    # bands at top and bottom (scratch_cnn_robustness.csv of an earlier run).
     bordered = uniform(11, 0.0, 1.0) < a["border_fraction"] * min(s, 1.0)
     edges = (uniform(12, 0.0, 1.0, k=4) < 0.5) & bordered[:, None]
     width = tf.where(edges, uniform(13, 0.0, a["border_width"] * s, k=4), 0.0)  # fractions of the side

@@ -1,8 +1,9 @@
 """Take part of the child's size out of the frame: magnify an X-ray whose thorax spans little of its width.
 
-A small child on a large film, or a loose collimation, leaves the chest small in the frame, and every CNN of run 17
-called NORMALs shrunk past training's ±30% zoom pneumonia (notebook 03). The thorax is measured where it is easy to
-find on a frontal film: the two lungs are the darkest columns either side of the bright mediastinum in the middle
+A small child on a large film, or a loose collimation, leaves the chest small in the frame, and every CNN of an
+earlier full run called NORMALs shrunk past training's ±30% zoom pneumonia (notebook 03). The thorax is measured
+where it is easy to find on a frontal film: the two lungs are the darkest columns either side of the bright
+mediastinum in the middle
 rows, so the distance between those two valleys of the column profile follows the thorax's width (it grows ×1.31 on
 average when a NORMAL image is magnified ×1.3). An image whose valleys are closer than `target` of its width is
 magnified about its centre until they are not, at most ×`max_zoom`; wider thoraxes are never shrunk (shrinking
