@@ -17,7 +17,8 @@ def test_real_splits_by_patient(real_data):
     t = real_data.table
     dropped = real_data.skipped["patient also in official test (dropped from train pool)"]
     assert len(t) == 5856 - dropped and set(t["split_assigned"]) == {"train", "val", "test"}
-    assert dropped < 300  # personN shared across subtypes: a few hundred pool images at most
+    # pool images whose id (personN is shared by a bacterial and a viral series) is also in test: dropped, counted
+    assert 0 < dropped < 0.1 * 5232
     test = t[t["split_assigned"] == "test"]
     assert len(test) == 624 and (test["split"] == "test").all(), "the official test split, whole and untouched"
     assert (t.groupby("patient")["split_assigned"].nunique() == 1).all()
