@@ -34,6 +34,16 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def run_commits(run: dict) -> str:
+    """Which commit made which notebooks of a run (a notebook run again alone keeps its own), in one phrase."""
+    by_commit: dict[str, list[str]] = {}
+    for nb, entry in run.get("notebooks", {}).items():
+        by_commit.setdefault(entry.get("git_commit", "?"), []).append("final" if nb == "final_notebook" else nb[:2])
+    if len(by_commit) <= 1:
+        return f"run at commit `{next(iter(by_commit), run.get('git_commit', '?'))}`"
+    return "notebooks run at " + ", ".join(f"`{c}` ({', '.join(nbs)})" for c, nbs in by_commit.items())
+
+
 def results_markdown(reports_dir: str | Path = "reports") -> str:
     """The README's results block: what was tested, the headline table, the choice, calibration, how far validation
     was from test, the targets and the run's cost; every number read from `reports_dir`."""
@@ -56,7 +66,7 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     )
     lines.append(
         f"Test = {test}. Threshold chosen on validation for sensitivity >= {best['target_sensitivity']:g}; "
-        f"95% CIs from a patient bootstrap; run at commit `{run.get('git_commit', '?')}`.\n"
+        f"95% CIs from a patient bootstrap; {run_commits(run)}.\n"
     )
     lines.append(markdown_table(headline_table(metrics, Path(reports_dir) / "predictions", n_boot, run.get("seed", 0))))
     choice = best.get("choice") or metrics.get("ensemble", {}).get("choice")
