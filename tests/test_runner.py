@@ -28,6 +28,19 @@ def up_to_date_run() -> dict:
     return ran
 
 
+@pytest.fixture
+def executed(monkeypatch) -> list[str]:
+    """Papermill replaced by a copy: the notebooks the runner executes, in order."""
+    ran = []
+
+    def fake_execute(src, dst, **kwargs):
+        ran.append(Path(src).stem)
+        shutil.copy(src, dst)
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", fake_execute)
+    return ran
+
+
 def test_every_notebook_a_notebook_reads_comes_before_it():
     for stem, ups in runner.READS_FROM.items():
         assert stem in STEMS and ups and all(STEMS.index(up) < STEMS.index(stem) for up in ups)
@@ -61,15 +74,8 @@ def test_out_of_date_follows_code_and_the_results_a_notebook_read():
     assert runner.out_of_date(ran)["notebooks/01_eda.ipynb"] == "never run"
 
 
-def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, monkeypatch, capsys):
+def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, executed, capsys):
     """`--stale` with papermill replaced by a copy: which notebooks run, in which order, and what run.json says."""
-    executed = []
-
-    def fake_execute(src, dst, **kwargs):
-        executed.append(Path(src).stem)
-        shutil.copy(src, dst)
-
-    monkeypatch.setattr(runner.pm, "execute_notebook", fake_execute)
     ran = up_to_date_run()
     ran["06_keras_tuner_search"]["code"] = "older"
     for entry in ran.values():
@@ -161,17 +167,10 @@ def test_injected_folders_inside_the_repository_are_relative_to_the_notebook(tmp
     assert runner.parameters(args)["output_dir"] == str(ROOT / "reports" / "seeds" / "7"), "run.json keeps it whole"
 
 
-def test_make_runs_what_a_fresh_clone_lacks_and_a_whole_run_for_another_dataset(tmp_path, monkeypatch, capsys):
+def test_make_runs_what_a_fresh_clone_lacks_and_a_whole_run_for_another_dataset(tmp_path, executed, capsys):
     """`make all` (`--make`): the committed reports are up to date but a fresh clone has no models, so the notebooks
     that make models run (and the final notebook, which reads them), not notebook 01; a run.json of another dataset
     is replaced by a whole run."""
-    executed = []
-
-    def fake_execute(src, dst, **kwargs):
-        executed.append(Path(src).stem)
-        shutil.copy(src, dst)
-
-    monkeypatch.setattr(runner.pm, "execute_notebook", fake_execute)
     log = tmp_path / "reports" / "metrics" / "run.json"
     write_json(log, {"profile": "smoke", "seed": 42, "data_dir": str(tmp_path / "data"), "notebooks": up_to_date_run()})
     args = [
