@@ -19,7 +19,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed decode-check aspect-ablation mixup-check clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed notebook-speed training-step-speed decode-check aspect-ablation mixup-check clean
 
 all: analysis
 
@@ -81,6 +81,16 @@ benchmark: venv
 # predict on the official test images, this checkout against the commit before batching, after `make all`
 predict-speed: venv
 	$(PY) benchmarks/predict_speed.py
+
+# notebooks 01-07 of an older commit (BASELINE) on this host, then its times beside the main run's, after `make all`
+BASELINE ?= 15325c2
+notebook-speed: venv
+	$(PY) benchmarks/notebook_speed.py run --commit $(BASELINE)
+	$(PY) benchmarks/notebook_speed.py table --baseline $(BASELINE)
+
+# one training step and one prediction batch of the notebooks' models: float32, XLA, bfloat16
+training-step-speed: venv
+	$(PY) benchmarks/training_step_speed.py
 
 # The review app on the latest run's models, at http://127.0.0.1:7860 (INBOX=folder of X-rays to review, read only)
 review: venv

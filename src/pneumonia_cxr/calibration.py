@@ -10,9 +10,8 @@ decision changes. A slope and an intercept suit a shifted base rate, which a tem
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from sklearn.metrics import brier_score_loss
-from sklearn.model_selection import GroupKFold
+
+# SciPy's optimiser and scikit-learn are imported where a fit or a report needs them: `predict` only calibrates.
 
 EPS = 1e-6
 
@@ -32,6 +31,8 @@ def fit_platt(y, p) -> dict:
     Returns:
         {"method": "platt", "a": slope > 0, "b": intercept}.
     """
+    from scipy.optimize import minimize
+
     y, z = np.asarray(y, dtype=np.float64).reshape(-1), _logit(p)
 
     def nll(theta):
@@ -63,6 +64,8 @@ def expected_calibration_error(y, p, n_bins: int = 10) -> float:
 def cross_fitted(y, p, groups, folds: int = 5) -> np.ndarray:
     """Each validation image calibrated by a Platt fit on the other patients' images (patient-grouped folds): an
     estimate of calibration on images the fit never saw, from validation alone."""
+    from sklearn.model_selection import GroupKFold
+
     y, p = np.asarray(y).reshape(-1), np.asarray(p, dtype=np.float64).reshape(-1)
     out = np.empty_like(p)
     for fit_idx, held in GroupKFold(n_splits=min(folds, len(np.unique(groups)))).split(p, y, groups):
@@ -73,6 +76,7 @@ def cross_fitted(y, p, groups, folds: int = 5) -> np.ndarray:
 def calibration_report(params: dict, y_val, p_val, val_groups, y_test, p_test) -> dict:
     """ECE and Brier score before and after calibration: on validation (fitted there, and cross-fitted by patient)
     and on test (reported only)."""
+    from sklearn.metrics import brier_score_loss
 
     def scores(y, raw, calibrated):
         return {

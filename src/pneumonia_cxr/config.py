@@ -27,6 +27,9 @@ PROFILES = {
         "n_boot": 100,
         "gradcam_cases": 2,
         "target_sensitivity": 0.95,
+        "backbone": "MobileNetV2",  # notebooks 04 and 05 (keras.applications by name, models.BACKBONES)
+        "alpha": 0.5,  # MobileNetV2's width: 0.35 and 0.5 have offline weights in ../shared/weights
+        "precision": "float32",  # "mixed_bfloat16" was twice as slow on a CPU with AVX512-BF16 (distribute.py)
     },
     "full": {
         "per_subtype": None,
@@ -56,7 +59,33 @@ PROFILES = {
         "n_boot": 1000,
         "gradcam_cases": 4,
         "target_sensitivity": 0.95,
+        "backbone": "MobileNetV2",
+        "alpha": 0.5,
+        "precision": "float32",
     },
+}
+
+# For a machine with GPUs and the internet (docs/scaling.md): larger inputs, a larger backbone, the whole training
+# set every epoch, a longer search. Never run here (no GPU): its settings are tested, its numbers are not published.
+PROFILES["gpu"] = {
+    **PROFILES["full"],
+    "cnn_size": 224,
+    "transfer_size": 384,
+    "tuner_size": 160,
+    "epochs": 20,
+    "transfer_epochs": 3,
+    "fine_tune_epochs": 20,
+    "fine_tune_layers": 120,
+    "batch_size": 64,  # the global batch: MirroredStrategy splits it between the GPUs
+    "max_batches_per_epoch": None,
+    "patience": 4,
+    "tuner_max_trials": 20,
+    "tuner_base_filters": (16, 32, 64),
+    "tuner_epochs": 5,
+    "n_boot": 2000,
+    "backbone": "DenseNet121",  # CheXNet's backbone; weights="imagenet" downloads it
+    "alpha": None,
+    "precision": "mixed_bfloat16",  # GPUs from NVIDIA Ampere on; "float32" on older ones
 }
 
 # The Keras weight file names keras.applications looks for (offline copies may sit in a folder).

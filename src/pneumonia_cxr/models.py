@@ -111,7 +111,7 @@ def _equalizer(equalize) -> list:
         return []
     if equalize not in EQUALIZERS:
         raise ValueError(f"unknown equalize {equalize!r}; choose one of {sorted(EQUALIZERS)} or None")
-    return [layer() for layer in EQUALIZERS[equalize]]
+    return [layer(dtype="float32") for layer in EQUALIZERS[equalize]]  # grey levels need float32 under bfloat16
 
 
 @keras.saving.register_keras_serializable(package="pneumonia_cxr")
@@ -126,10 +126,11 @@ class GrayToRGB(layers.Layer):
 
 
 def _head(n_classes: int):
-    # one sigmoid unit for normal vs pneumonia, a softmax for normal / bacterial / viral
+    # one sigmoid unit for normal vs pneumonia, a softmax for normal / bacterial / viral; float32 even when the
+    # layers below compute in bfloat16 (distribute.use_precision): probabilities keep their resolution
     if n_classes <= 2:
-        return layers.Dense(1, activation="sigmoid", name="pneumonia_probability")
-    return layers.Dense(n_classes, activation="softmax", name="class_probabilities")
+        return layers.Dense(1, activation="sigmoid", name="pneumonia_probability", dtype="float32")
+    return layers.Dense(n_classes, activation="softmax", name="class_probabilities", dtype="float32")
 
 
 def build_dense_baseline(image_size: int, units: int = 128, n_classes: int = 2) -> keras.Model:
@@ -172,7 +173,7 @@ def build_scratch_cnn(
         [
             keras.Input((image_size, image_size, 1)),
             *_equalizer(equalize),
-            PerImageStandardization(),
+            PerImageStandardization(dtype="float32"),  # a mean over every pixel: float32 under bfloat16 too
             *blocks,
             layers.GlobalAveragePooling2D(),
             layers.Dropout(dropout),
@@ -254,7 +255,7 @@ def build_ensemble(members: list[keras.Model], image_size: int, name: str = "ens
         x = (
             inputs
             if size == image_size
-            else layers.Resizing(size, size, antialias=True, name=f"to_{member.name}")(inputs)
+            else layers.Resizing(size, size, antialias=True, name=f"to_{member.name}", dtype="float32")(inputs)
         )
         outputs.append(member(x))
-    return keras.Model(inputs, layers.Average(name="mean_probability")(outputs), name=name)
+    return keras.Model(inputs, layers.Average(name="mean_probability", dtype="float32")(outputs), name=name)

@@ -10,6 +10,7 @@ from IPython.display import Markdown, display
 
 from .config import output_dirs, settings
 from .data import load_dataset
+from .distribute import use_available_devices, use_precision
 from .train import seed_everything
 
 BANNER = (
@@ -28,6 +29,8 @@ def setup(profile: str, data_dir, cache_dir, output_dir, seed: int, size_key: st
     cfg["image_size"] = cfg[size_key]
     dirs = output_dirs(output_dir)
     seed_everything(seed)
+    use_available_devices()  # several GPUs: MirroredStrategy; else nothing changes
+    cfg["precision_policy"] = use_precision(cfg["precision"])  # before any model is built
     data = load_dataset(
         data_dir,
         cfg["image_size"],
@@ -43,6 +46,6 @@ def setup(profile: str, data_dir, cache_dir, output_dir, seed: int, size_key: st
     print(
         f"profile={profile} image_size={cfg['image_size']} seed={seed} images={counts} "
         f"cache={data.cache_folder.name} (loaded in {data.cache_seconds:.1f} s) "
-        f"thorax_width={cfg['thorax_width']} ({magnified} images magnified)"
+        f"thorax_width={cfg['thorax_width']} ({magnified} images magnified) compute={cfg['precision_policy']}"
     )
     return cfg, dirs, data

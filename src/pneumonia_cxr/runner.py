@@ -24,6 +24,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
+from .config import PROFILES
 from .io import git_commit, read_json, write_json
 from .provenance import ROOT, code_fingerprint
 
@@ -207,7 +208,7 @@ def peak_child_memory_mb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["smoke", "full"], default="full")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--data-dir", default="data/chest_xray")
     parser.add_argument("--cache-dir", default="data/cache")
     parser.add_argument("--output-dir", default="reports", help="metrics, figures and predictions")

@@ -50,9 +50,10 @@ class Scorer:
         self.threshold = float(calibrate([self.meta["threshold"]], calibration)[0]) if calibration else None
 
     @staticmethod
-    def preprocess(path, meta: dict) -> np.ndarray:
-        """One file as the model with metadata `meta` was trained to see it."""
-        image = load_image(path, meta["image_size"], meta["resize"])
+    def preprocess(path, meta: dict, decoded: np.ndarray | None = None) -> np.ndarray:
+        """One file as the model with metadata `meta` was trained to see it (`decoded`: the file already decoded at
+        that size and resize mode, so a second model does not decode it again)."""
+        image = load_image(path, meta["image_size"], meta["resize"]) if decoded is None else decoded
         if meta.get("thorax_width") is None:  # trained on images as decoded (the ternary model)
             return image
         return normalise_thorax_scale(image[None], meta["thorax_width"], what=str(path))[0]
@@ -67,10 +68,12 @@ class Scorer:
             (rows, errors): a row per scored file (image, p_pneumonia calibrated, p_raw, threshold on the calibrated
             scale, decision, ternary probabilities), and (path, message) for each file refused.
         """
-        kept, images, errors = [], [], []
+        kept, images, decoded, errors = [], [], [], []
         for path in paths:
             try:
-                images.append(self.preprocess(path, self.meta))
+                plain = load_image(path, self.meta["image_size"], self.meta["resize"])
+                images.append(self.preprocess(path, self.meta, plain))
+                decoded.append(plain)
                 kept.append(str(path))
             except (ImageDecodeError, OSError, ValueError) as exc:
                 errors.append((str(path), str(exc) if str(path) in str(exc) else f"{path}: {exc}"))
@@ -92,9 +95,9 @@ class Scorer:
         ]
         if self.ternary:
             t_model, t_meta = self.ternary
-            probs = with_binary_normal(
-                self._predict(t_model, [self.preprocess(p, t_meta) for p in kept], batch_size), raw
-            )
+            same = (t_meta["image_size"], t_meta["resize"]) == (self.meta["image_size"], self.meta["resize"])
+            t_images = [self.preprocess(p, t_meta, d if same else None) for p, d in zip(kept, decoded)]
+            probs = with_binary_normal(self._predict(t_model, t_images, batch_size), raw)
             for row, pr in zip(rows, probs):
                 row["ternary"] = {c: round(float(v), 4) for c, v in zip(t_meta["classes"], pr)}
         return rows, errors

@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import ternary_metrics
-
 # The official test split's classes (Kermany et al. 2018: 234 normal, 242 bacterial, 148 viral of 624 images):
 # validation accuracy reweighted to it, as the binary robustness table does with its 62.5% prevalence.
 OFFICIAL_TEST_MIX = (234 / 624, 242 / 624, 148 / 624)
@@ -40,6 +38,8 @@ def with_binary_normal(probs, p_pneumonia) -> np.ndarray:
 def shift_table(probs_by_shift: dict[str, np.ndarray], y_true, mix=OFFICIAL_TEST_MIX) -> pd.DataFrame:
     """One row per acquisition shift: accuracy, accuracy if the classes came in the proportions `mix` (the
     per-class recalls weighted by it), macro one-vs-rest AUC and the recall of each class."""
+    from .evaluate import ternary_metrics  # here: `predict` needs only with_binary_normal
+
     rows = []
     for shift, probs in probs_by_shift.items():
         m = ternary_metrics(y_true, probs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.utils.class_weight import compute_class_weight
 
 # Acquisition augmentation at strength 1: ranges of the per-image random draws
 AUGMENTATION = {
@@ -221,6 +220,8 @@ def make_dataset(
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """'Balanced' weights so each class counts equally in the loss."""
+    from sklearn.utils.class_weight import compute_class_weight  # here: `predict` imports this package
+
     classes = np.unique(labels)
     weights = compute_class_weight("balanced", classes=classes, y=labels)
     return {int(c): float(w) for c, w in zip(classes, weights)}

@@ -14,7 +14,6 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 
 class LeakageError(AssertionError):
@@ -47,6 +46,8 @@ def _carve(pool: pd.DataFrame, groups: np.ndarray, fraction: float, seed: int) -
     strata = majority if majority.value_counts().min() >= 2 else None
     if len(majority) < 4:
         raise ValueError(f"only {len(majority)} patients: too few to carve a {fraction:.0%} split")
+    from sklearn.model_selection import train_test_split  # here: `predict` imports this package
+
     _, held = train_test_split(majority.index.to_numpy(), test_size=fraction, random_state=seed, stratify=strata)
     return np.isin(groups, held)
 
