@@ -27,6 +27,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "reports" / "benchmarks"
 SHARED = ROOT.parent / "shared"
@@ -53,8 +55,8 @@ def cpu_name() -> str:
 def validation_numbers(metrics_dir: Path) -> dict:
     """The validation numbers each model is judged by, by model: the 'before/after' evidence (never test).
 
-    Binary models: AUC, and sensitivity and specificity at the validation-chosen threshold, and the mean Youden J under
-    the acquisition shifts (what the model choice ranks by). Ternary: accuracy, macro AUC, bacterial-vs-viral AUC.
+    Binary models: AUC, sensitivity and specificity at the validation-chosen threshold, and Youden's J under each
+    acquisition shift (the model choice ranks by their mean). Ternary: accuracy, macro AUC, bacterial-vs-viral AUC.
     """
     found = {}
     for name in VAL_FILES:
@@ -71,7 +73,11 @@ def validation_numbers(metrics_dir: Path) -> dict:
             }
         else:
             found[name] = {k: val.get(k) for k in ("roc_auc", "sensitivity", "specificity")}
-            found[name]["mean_youden_shifts"] = (data.get("val_under_shifts") or {}).get("mean_youden")
+            shifts = metrics_dir / f"{name}_val_robustness.csv"
+            if shifts.exists():  # Youden's J per shift: the commits may evaluate different sets of shifts
+                table = pd.read_csv(shifts)
+                j = table["sensitivity"] + table["specificity"] - 1
+                found[name]["youden_by_shift"] = dict(zip(table["shift"], j.round(6)))
     return found
 
 
@@ -125,8 +131,6 @@ def run_commit(commit: str, data_dir: Path, weights_dir: Path) -> Path:
 
 def write_table(baseline: str, make_test_seconds: float | None, this_peak_mb: float | None) -> Path:
     """reports/benchmarks/notebook_speed.{csv,md} from the older commit's run and this checkout's main run."""
-    import pandas as pd
-
     old = json.loads((OUT_DIR / f"notebooks_{baseline}.json").read_text())
     this_log = json.loads((ROOT / "reports" / "metrics" / "run.json").read_text())
     commits = {e.get("git_commit") for nb, e in this_log["notebooks"].items() if nb in NOTEBOOKS}
@@ -149,8 +153,15 @@ def write_table(baseline: str, make_test_seconds: float | None, this_peak_mb: fl
     validation = []
     now = validation_numbers(ROOT / "reports" / "metrics")
     for model, numbers in old["validation"].items():
+        numbers, after_numbers = dict(numbers), dict(now.get(model, {}))
+        by_shift, after_by_shift = numbers.pop("youden_by_shift", {}), after_numbers.pop("youden_by_shift", {})
+        common = sorted(set(by_shift) & set(after_by_shift))
+        if common:  # the mean J over the shifts both commits evaluate
+            key = f"mean_youden_{len(common)}_common_shifts"
+            numbers[key] = sum(by_shift[c] for c in common) / len(common)
+            after_numbers[key] = sum(after_by_shift[c] for c in common) / len(common)
         for key, before in numbers.items():
-            after = now.get(model, {}).get(key)
+            after = after_numbers.get(key)
             if before is not None and after is not None:
                 validation.append(
                     {"model": model, "validation": key, old["commit"]: before, this: after, "change": after - before}

@@ -86,6 +86,11 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows)
     numeric = [c for c in ("train_step_s", "predict_img_per_s") if c in table]
     summary = table.groupby(["model", "policy", "xla"], sort=False)[numeric].median().reset_index()
+    if "error" in table:  # why a variant has no time (XLA cannot compile an op, say): its first message
+        errors = table.dropna(subset=["error"]).groupby(["model", "policy", "xla"], sort=False)["error"].first()
+        where = errors.str.extract(r"(node \S+)")[0].fillna("")
+        message = (errors.str.split("\n").str[0] + " " + where).rename("error")
+        summary = summary.join(message, on=["model", "policy", "xla"])
     summary["cpu"] = cpu_model()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     summary.round(4).to_csv(args.out, index=False)

@@ -61,49 +61,6 @@ def fit(model, train_ds, val_ds, epochs: int, class_weight=None, patience: int =
     return table
 
 
-def fit_head_on_features(
-    model: keras.Model,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    epochs: int,
-    learning_rate: float,
-    class_weight=None,
-    patience: int = 3,
-    seed: int = 42,
-    batch_size: int = 32,
-) -> pd.DataFrame:
-    """Transfer learning's frozen phase in seconds: the frozen backbone's pooled features are computed once per image,
-    then only the head (the layers after the pooling, shared with `model`) trains on them, as `fit` would.
-
-    The head sees each training image as it is, unaugmented: through a frozen backbone an epoch of augmented images
-    costs a full forward pass each, for a head that fine-tuning retrains anyway. Augmentation starts with fine-tuning.
-
-    Args:
-        model: a `models.build_transfer_model` model, backbone frozen; its head is trained in place.
-        train, val: (images, labels) as `data.make_dataset` takes them (labels one-hot for the ternary model).
-        epochs, class_weight, patience: as `fit`.
-        learning_rate: the head's Adam learning rate.
-
-    Returns:
-        The history, as `fit`'s.
-    """
-    import tensorflow as tf
-
-    from .data import make_dataset
-
-    pool = next(i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.GlobalAveragePooling2D))
-    trunk = keras.Sequential([keras.Input(model.input_shape[1:]), *model.layers[: pool + 1]])
-    head = keras.Sequential([keras.Input(model.layers[pool].output.shape[1:]), *model.layers[pool + 1 :]])
-    features = [np.asarray(trunk.predict(make_dataset(x, None, 64), verbose=0), "float32") for x in (train[0], val[0])]
-    labels = [np.asarray(y, "float32") for y in (train[1], val[1])]
-    n_classes = 2 if labels[0].ndim == 1 else labels[0].shape[1]
-    compile_model(head, learning_rate, n_classes)
-    train_ds = tf.data.Dataset.from_tensor_slices((features[0], labels[0]))
-    train_ds = train_ds.shuffle(len(labels[0]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    val_ds = tf.data.Dataset.from_tensor_slices((features[1], labels[1])).batch(128)
-    return fit(head, train_ds, val_ds, epochs, class_weight, patience)
-
-
 def kept_epoch(history: pd.DataFrame) -> int:
     """The 1-based epoch whose weights the model ends with; for phases concatenated in order, the last phase's."""
     kept = history.loc[history["kept"], "epoch"]
