@@ -129,6 +129,11 @@ def run_commit(commit: str, data_dir: Path, weights_dir: Path) -> Path:
     return out
 
 
+def n_shifts(validation: dict) -> int:
+    """How many acquisition shifts (with 'none') a run scored its binary models under."""
+    return max((len(v.get("youden_by_shift", {})) for v in validation.values()), default=0)
+
+
 def write_table(baseline: str, make_test_seconds: float | None, this_peak_mb: float | None) -> Path:
     """reports/benchmarks/notebook_speed.{csv,md} from the older commit's run and this checkout's main run."""
     old = json.loads((OUT_DIR / f"notebooks_{baseline}.json").read_text())
@@ -178,8 +183,10 @@ def write_table(baseline: str, make_test_seconds: float | None, this_peak_mb: fl
         "",
         "| notebook | " + " | ".join(table.columns[1:]) + " |",
         "|---" * len(table.columns) + "|",
-        *("| " + " | ".join(fmt(v) for v in r) + " |" for r in table.itertuples(index=False)),
+        *(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.3f} |" for r in table.itertuples(index=False)),
         "",
+        f"Acquisition shifts each binary model is scored under: {old['commit']} {n_shifts(old['validation'])}, "
+        f"this commit {n_shifts(now)} (more predictions in the evaluation of notebooks 03, 04, 06 and 07).",
         f"Peak memory (largest process): {old['commit']} {old.get('peak_memory_mb', 'n/a')} MB, "
         f"this commit {this_peak_mb if this_peak_mb is not None else this_log.get('peak_memory_mb')} MB.",
         f"`make test` after the install: {make_test_seconds / 60:.1f} min."
