@@ -152,7 +152,17 @@ def write_table(baseline: str, make_test_seconds: float | None, this_peak_mb: fl
         f"{this}_s": total_after,
         "ratio": total_after / total_before,
     }
-    table["ratio"] = table["ratio"].round(3)
+    this_peak = this_peak_mb if this_peak_mb is not None else this_log.get("peak_memory_mb")
+    old_peak = old.get("peak_memory_mb")
+    table.loc[len(table)] = {
+        "notebook": "peak memory, MB",
+        f"{old['commit']}_s": old_peak,
+        f"{this}_s": this_peak,
+        "ratio": this_peak / old_peak if old_peak and this_peak else None,
+    }
+    if make_test_seconds:
+        table.loc[len(table)] = {"notebook": "make test after install", f"{this}_s": make_test_seconds}
+    table["ratio"] = table["ratio"].astype(float).round(3)
     table.to_csv(OUT_DIR / "notebook_speed.csv", index=False)
     cpus = {old["cpu"], this_log["notebooks"]["07_ensemble"].get("cpu", "?")}
     validation = []
@@ -183,7 +193,14 @@ def write_table(baseline: str, make_test_seconds: float | None, this_peak_mb: fl
         "",
         "| notebook | " + " | ".join(table.columns[1:]) + " |",
         "|---" * len(table.columns) + "|",
-        *(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.3f} |" for r in table.itertuples(index=False)),
+        *(
+            "| "
+            + " | ".join(
+                [str(r[0]), *("" if pd.isna(v) else f"{v:.1f}" for v in r[1:3]), "" if pd.isna(r[3]) else f"{r[3]:.3f}"]
+            )
+            + " |"
+            for r in table.itertuples(index=False)
+        ),
         "",
         f"Acquisition shifts each binary model is scored under: {old['commit']} {n_shifts(old['validation'])}, "
         f"this commit {n_shifts(now)} (more predictions in the evaluation of notebooks 03, 04, 06 and 07).",
