@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-trials", type=int, default=None, help="default: the profile's (as notebook 06)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the profile's (as notebook 06)")
     args = parser.parse_args(argv)
     if role() == "single":
         parser.error("set KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID (docs/scaling.md)")
@@ -136,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         args.cache_dir,
         args.output_dir,
         args.seed,
-        epochs=args.epochs,
         max_trials=args.max_trials,
     )
     tuner = search(
