@@ -74,6 +74,11 @@ def test_out_of_date_follows_code_and_the_results_a_notebook_read():
     assert runner.out_of_date(ran)["notebooks/01_eda.ipynb"] == "never run"
 
 
+def _smoke_args(tmp_path) -> list[str]:
+    """The runner's smoke-profile arguments with data and reports under `tmp_path`."""
+    return ["--profile", "smoke", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "reports")]
+
+
 def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, executed, capsys):
     """`--stale` with papermill replaced by a copy: which notebooks run, in which order, and what run.json says."""
     ran = up_to_date_run()
@@ -82,17 +87,7 @@ def test_stale_runs_only_what_is_out_of_date_and_records_what_it_read(tmp_path, 
         entry.update(seconds=1.0, git_commit="abc1234", cpu="a cpu")
     log = tmp_path / "reports" / "metrics" / "run.json"
     write_json(log, {"profile": "smoke", "seed": 42, "notebooks": ran, "peak_memory_mb": 100.0})
-    args = [
-        "--stale",
-        "--profile",
-        "smoke",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--output-dir",
-        str(tmp_path / "reports"),
-        "--executed-dir",
-        str(tmp_path / "executed"),
-    ]
+    args = ["--stale", *_smoke_args(tmp_path), "--executed-dir", str(tmp_path / "executed")]
 
     assert runner.main(args) == 0
     assert executed == ["06_keras_tuner_search", "07_ensemble", "final_notebook"]
@@ -173,19 +168,8 @@ def test_make_runs_what_a_fresh_clone_lacks_and_a_whole_run_for_another_dataset(
     is replaced by a whole run."""
     log = tmp_path / "reports" / "metrics" / "run.json"
     write_json(log, {"profile": "smoke", "seed": 42, "data_dir": str(tmp_path / "data"), "notebooks": up_to_date_run()})
-    args = [
-        "--make",
-        "--profile",
-        "smoke",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--output-dir",
-        str(tmp_path / "reports"),
-        "--models-dir",
-        str(tmp_path / "models"),
-        "--executed-dir",
-        str(tmp_path / "x"),
-    ]
+    args = ["--make", *_smoke_args(tmp_path), "--models-dir", str(tmp_path / "models")]
+    args += ["--executed-dir", str(tmp_path / "x")]
     assert runner.main(args) == 0
     assert executed == STEMS[1:]  # every notebook with a model to make, then the final notebook; not 01
     assert "baseline_dense.keras is not in" in capsys.readouterr().out
