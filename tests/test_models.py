@@ -33,6 +33,36 @@ def test_reload_in_safe_mode_predicts_the_same(saved):
     assert meta["threshold"] == 0.4 and meta["image_size"] == 32
 
 
+def test_reload_builds_each_sequential_once_and_keeps_keras_own_loader(saved, tmp_path):
+    import keras
+
+    model, path = saved
+    own = keras.Sequential.from_config
+    again, _ = load_model(path)
+    assert type(again) is keras.Sequential and len(again.layers) == len(model.layers)
+    assert [w.shape for w in again.weights] == [w.shape for w in model.weights]
+    assert keras.Sequential.from_config == own
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(path.read_bytes()[:2000])
+    cut.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError):
+        load_model(cut)
+    assert keras.Sequential.from_config == own  # back in place after a failed load too
+
+
+def test_predict_batches_is_model_predict_without_its_pipeline(saved):
+    from pneumonia_cxr.inference import predict_batches
+
+    model = saved[0]
+    x = np.random.default_rng(3).integers(0, 255, (11, 32, 32)).astype("uint8")  # 4 + 4 + a last batch of 3
+    expected = model.predict(x[..., None].astype("float32"), batch_size=4, verbose=0)
+    got = predict_batches(model, x, batch_size=4)
+    assert got.shape == (11, 1) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(predict_batches(model, x[..., None], batch_size=64), got, atol=1e-6)
+    assert predict_batches(model, x[:0]).shape == (0, 1)
+
+
 def test_grad_cam_heat_map(saved):
     from pneumonia_cxr.explain import grad_cam
 
@@ -178,3 +208,17 @@ def test_grad_cam_of_an_ensemble_is_the_mean_of_its_members_heat_maps(saved):
     own = tf.image.resize(grad_cam(small, as_small_sees_it, 1)[0][..., None], (48, 48))[..., 0].numpy()
     mean = (own + grad_cam(other, image, 1)[0]) / 2
     np.testing.assert_allclose(cam, mean / (mean.max() + 1e-8), atol=1e-5)
+
+
+def test_predict_batches_lets_a_model_go():
+    import gc
+    import weakref
+
+    from pneumonia_cxr.inference import predict_batches
+
+    model = build_scratch_cnn(32, (4,))
+    predict_batches(model, np.zeros((2, 32, 32), "uint8"))
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

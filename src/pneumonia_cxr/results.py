@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .calibration import calibrate, calibration_report, fit_platt
-from .data import TERNARY_CLASSES, XrayData, make_dataset
+from .data import TERNARY_CLASSES, XrayData
 from .data.shifts import SHIFTS
 from .evaluate import (
     assert_consistent,
@@ -24,6 +24,7 @@ from .evaluate import (
     shift_summary,
     ternary_metrics,
 )
+from .inference import predict_batches
 from .published import PUBLISHED, official_test_anchors
 from .selection import choose_model
 from .train import EXACT_FLOATS, load_model, read_json, save_model, save_predictions, write_csv, write_json
@@ -82,7 +83,7 @@ def val_and_test(result: dict, keys=("roc_auc", "accuracy", "sensitivity", "spec
 
 
 def predict_binary(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return model.predict(make_dataset(images, None, batch_size), verbose=0).ravel()
+    return predict_batches(model, images, batch_size).ravel()
 
 
 def _per_image(rows: pd.DataFrame, y, shifted: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import numpy as np
 from .calibration import calibrate
 from .data.decode import ImageDecodeError, load_image
 from .data.thorax import normalise_thorax_scale
+from .inference import predict_batches
 from .ternary import with_binary_normal
 from .train import ModelFileError, load_model
 
@@ -59,7 +60,7 @@ class Scorer:
         return normalise_thorax_scale(image[None], meta["thorax_width"], what=str(path))[0]
 
     def _predict(self, model, images: list[np.ndarray], batch_size: int) -> np.ndarray:
-        return model.predict(np.stack(images)[..., None].astype("float32"), batch_size=batch_size, verbose=0)
+        return predict_batches(model, np.stack(images), batch_size)
 
     def score_files(self, paths: list[str], batch_size: int = 64) -> tuple[list[dict], list[tuple[str, str]]]:
         """Score every file that can be decoded, one batched call per model.

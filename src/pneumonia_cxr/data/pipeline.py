@@ -215,6 +215,10 @@ def make_dataset(
             image = augment_acquisition(tf.cast(image, tf.float32), batch_seed, augment, normal)
         return image if label is None else (image, label)
 
+    if not training:  # a gather per batch: autotuned threads only compete with the model for the cores
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return ds.map(gather).prefetch(1).with_options(options)
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
