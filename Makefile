@@ -19,7 +19,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed notebook-speed training-step-speed decode-check aspect-ablation mixup-check clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed decode-check aspect-ablation mixup-check clean
 
 all: analysis
 
@@ -91,6 +91,10 @@ notebook-speed: venv
 # one training step and one prediction batch of the notebooks' models: float32, XLA, bfloat16
 training-step-speed: venv
 	$(PY) benchmarks/training_step_speed.py
+
+# model.predict on an autotuned tf.data pipeline against inference.predict_batches, and the two ways to load (needs models/)
+prediction-loop-speed: venv
+	$(PY) benchmarks/prediction_loop_speed.py
 
 # The review app on the latest run's models, at http://127.0.0.1:7860 (INBOX=folder of X-rays to review, read only)
 review: venv
