@@ -43,10 +43,10 @@ def autotuned_predict(model, images: np.ndarray, batch_size: int = 64) -> np.nda
     return model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0)
 
 
-def timed(fn, *args):
+def timed(fn, *args) -> float:
     start = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - start, out
+    fn(*args)
+    return time.perf_counter() - start
 
 
 WAYS = {"model.predict, autotuned tf.data": autotuned_predict, "predict_batches": predict_batches}
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         same = np.array_equal(autotuned_predict(model, x), predict_batches(model, x))
         for r in range(args.rounds):
             for way, fn in WAYS.items():
-                seconds, _ = timed(fn, model, x)
+                seconds = timed(fn, model, x)
                 rows.append(
                     {
                         "what": "predict",
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             ("keras.models.load_model", lambda: keras.models.load_model(path, safe_mode=True, compile=False)),
             ("train.load_model", lambda: load_model(path)),
         ):
-            seconds, _ = timed(fn)
+            seconds = timed(fn)
             rows.append({"what": "load", "model": "ensemble", "round": r + 1, "way": way, "seconds": round(seconds, 3)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows).assign(cpu=f"{os.cpu_count()} cores, {cpu_model()}")

@@ -33,12 +33,16 @@ def test_reload_in_safe_mode_predicts_the_same(saved):
     assert meta["threshold"] == 0.4 and meta["image_size"] == 32
 
 
-def test_reload_builds_each_sequential_once_and_keeps_keras_own_loader(saved, tmp_path):
+def test_reload_builds_each_sequential_once_and_keeps_keras_own_loader(saved, tmp_path, monkeypatch):
     import keras
 
     model, path = saved
     own = keras.Sequential.from_config
+    builds = []
+    build = keras.Sequential.build
+    monkeypatch.setattr(keras.Sequential, "build", lambda self, shape=None: builds.append(1) or build(self, shape))
     again, _ = load_model(path)
+    assert len(builds) == 1  # Keras' own loader builds after every layer it adds
     assert type(again) is keras.Sequential and len(again.layers) == len(model.layers)
     assert [w.shape for w in again.weights] == [w.shape for w in model.weights]
     assert keras.Sequential.from_config == own
