@@ -45,6 +45,27 @@ NOTEBOOKS = [
 VAL_FILES = ["baseline_dense", "scratch_cnn", "transfer", "ternary", "tuned_cnn", "ensemble", "ternary_with_ensemble"]
 
 
+# The older commit's own runner, with its clean-up step wrapped to keep each code cell's seconds first (this checkout's
+# runner keeps them in run.json itself: `runner.cell_seconds`); argv: the cells file, then the runner's arguments.
+TIMED_RUNNER = """
+import json, sys
+from pathlib import Path
+import nbformat
+import pneumonia_cxr.runner as runner
+cells, clean = {}, runner.clean_notebook
+def timed_clean(path):
+    book = nbformat.read(str(path), as_version=4)
+    cells[Path(path).stem] = [
+        [c.source.split("\\n", 1)[0][:80], round(float(c.metadata.get("papermill", {}).get("duration") or 0), 1)]
+        for c in book.cells if c.cell_type == "code"
+    ]
+    Path(sys.argv[1]).write_text(json.dumps(cells))
+    clean(path)
+runner.clean_notebook = timed_clean
+sys.exit(runner.main(sys.argv[2:]))
+"""
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -101,7 +122,8 @@ def run_commit(commit: str, data_dir: Path, weights_dir: Path) -> Path:
         }
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "pneumonia_cxr.runner", "--profile", "full", "--data-dir", str(data_dir)]
+        cells = Path(tmp) / "cells.json"
+        cmd = [sys.executable, "-c", TIMED_RUNNER, str(cells), "--profile", "full", "--data-dir", str(data_dir)]
         cmd += ["--weights-dir", str(weights_dir), "--only", *NOTEBOOKS]
         print(f"{short}: {' '.join(cmd)}", flush=True)
         done = subprocess.run(cmd, cwd=tree, env=env)
@@ -109,6 +131,8 @@ def run_commit(commit: str, data_dir: Path, weights_dir: Path) -> Path:
         if done.returncode != 0:
             raise SystemExit(f"the runner of {short} failed (exit {done.returncode})")
         log = json.loads((tree / "reports" / "metrics" / "run.json").read_text())
+        for nb, timed in json.loads(cells.read_text()).items():
+            log["notebooks"][nb]["cells"] = timed
         result = {
             "commit": short,
             "started_utc": started.isoformat(timespec="seconds"),
@@ -132,6 +156,20 @@ def run_commit(commit: str, data_dir: Path, weights_dir: Path) -> Path:
 def n_shifts(validation: dict) -> int:
     """How many acquisition shifts (with 'none') a run scored its binary models under."""
     return max((len(v.get("youden_by_shift", {})) for v in validation.values()), default=0)
+
+
+def cell_lines(old: dict, this_log: dict, this: str, at_least: float = 5.0) -> list[str]:
+    """Markdown: per notebook, each commit's code cells that took `at_least` seconds, in order, with their seconds."""
+    lines = []
+    for nb in NOTEBOOKS:
+        for commit, entry in ((old["commit"], old["run_log"]["notebooks"][nb]), (this, this_log["notebooks"][nb])):
+            cells = entry.get("cells")
+            if cells is None:
+                lines.append(f"- {nb}, {commit}: no per-cell times recorded")
+                continue
+            shown = "; ".join(f"`{src.strip()[:60]}` {sec:.0f} s" for src, sec in cells if sec >= at_least)
+            lines.append(f"- {nb}, {commit}: {shown or 'none'}")
+    return [*lines, ""]
 
 
 def write_table(
@@ -209,6 +247,9 @@ def write_table(
         "Peak memory: the largest process (a notebook's kernel). `make test` (lint, unit tests, every notebook under "
         "nbval on the smoke profile): seconds after the install in a fresh clone, as `.ci/run` prints them.",
         "",
+        "## Where the time went: code cells of 5 s or more, first line of each",
+        "",
+        *cell_lines(old, this_log, this),
         "## Validation, before and after (never test)",
         "",
         "| model | validation | " + f"{old['commit']} | {this} | change |",

@@ -197,3 +197,32 @@ def test_class_aspect_ratios_match_the_original_images(real_fullres):
     for label, expected in ORIGINAL_ASPECT.items():
         assert abs(medians[label] - expected) < 0.03, (label, medians[label], expected)
     assert medians["pneumonia"] - medians["normal"] > 0.2, "the shortcut the offset removes"
+
+
+def test_blur_amount_is_each_images_own_and_batches_where_no_image_gets_a_step_run(monkeypatch):
+    """The twice-blurred copy, the low resolution and the JPEG re-save are computed only for the images that get
+    them: every image still lies on its own blur path, and a batch of one (where a step picks no image, or all)
+    augments like any other."""
+    from pneumonia_cxr.data import pipeline
+
+    x = np.random.default_rng(1).integers(0, 256, (16, 24, 24)).astype(np.uint8)
+    once = pipeline._gaussian_blur(x[..., None].astype(np.float32))
+    twice = pipeline._gaussian_blur(once).numpy()[..., 0]
+    once = once.numpy()[..., 0]
+    monkeypatch.setattr(pipeline, "AUGMENTATION", _still(pipeline, blur=(0.0, 2.0)))
+    ((images, index),) = batches(make_dataset(x, np.arange(16), 16, training=True, seed=0, augment=1.0))
+    beyond_one = 0
+    for image, i in zip(images[..., 0], index):
+        paths = [(x[i].astype(np.float32), once[i]), (once[i], twice[i])]  # k in [0, 1], then k in [1, 2]
+        fits = []
+        for start, end in paths:
+            step = (end - start).ravel()
+            k = np.clip(step @ (image - start).ravel() / (step @ step), 0, 1)
+            fits.append(np.abs(start + k * (end - start) - image).max())
+        assert min(fits) < 0.01, f"image {i} is off its blur path by {min(fits):.3f}"
+        beyond_one += fits[1] < fits[0]
+    assert 0 < beyond_one < 16, "some images blurred beyond one blur, some not"
+    monkeypatch.undo()
+    for seed in range(12):  # full-strength augmentation, one image a batch
+        (single,) = batches(make_dataset(x[:1], None, 1, training=True, seed=seed, augment=1.0))
+        assert single.shape == (1, 24, 24, 1) and 0 <= single.min() and single.max() <= 255

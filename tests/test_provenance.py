@@ -170,3 +170,25 @@ def test_comments_docstrings_and_layout_do_not_change_a_fingerprint(tmp_path):
     base = fingerprint('"""Metrics."""\n\ndef auc(y, p):\n    return 0.5  # a guess\n')
     assert fingerprint('"""Metrics, reworded."""\n\n\ndef auc(y,   p):\n    """Area."""\n    return 0.5\n') == base
     assert fingerprint('"""Metrics."""\n\ndef auc(y, p):\n    return 0.6  # a guess\n') != base
+
+
+def test_cell_seconds_reads_each_code_cells_time_before_cleaning_drops_it(tmp_path):
+    import nbformat
+
+    from pneumonia_cxr.runner import cell_seconds, clean_notebook
+
+    cells = [
+        nbformat.v4.new_markdown_cell("# a title", metadata={"papermill": {"duration": 0.01}}),
+        nbformat.v4.new_code_cell("import numpy\nx = 1", metadata={"papermill": {"duration": 0.42}}),
+        nbformat.v4.new_code_cell("history = fit(model)  # the long one", metadata={"papermill": {"duration": 251.27}}),
+        nbformat.v4.new_code_cell("never_ran()"),  # papermill stopped before it: no timing
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))
+    assert cell_seconds(path) == [
+        ["import numpy", 0.4],
+        ["history = fit(model)  # the long one", 251.3],
+        ["never_ran()", 0.0],
+    ]
+    clean_notebook(path)
+    assert "duration" not in path.read_text() and [s for _, s in cell_seconds(path)] == [0.0, 0.0, 0.0]

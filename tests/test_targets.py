@@ -11,7 +11,7 @@ import pytest
 from pneumonia_cxr import report
 from pneumonia_cxr.results import seed_runs
 from pneumonia_cxr.selection import choose_model
-from pneumonia_cxr.targets import TARGETS, shown, targets_table, ternary_ci, verdict
+from pneumonia_cxr.targets import TARGETS, _auc, shown, targets_table, ternary_ci, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -23,6 +23,18 @@ def test_verdict_reads_the_whole_interval():
     assert verdict(0.96, 0.95, ">=", [0.94, 0.97]) == "uncertain (point value meets it)"
     assert verdict(0.94, 0.95, ">=", [0.92, 0.96]) == "uncertain (point value misses it)"
     assert verdict(44.0, 45, "<=") == "met" and verdict(53.6, 45, "<=") == "not met"
+
+
+def test_bootstrap_auc_is_sklearns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for n in (5, 50, 600):
+        y = rng.random(n) < 0.4
+        y[:2] = [True, False]
+        score = rng.integers(0, 7, n) / 7  # many ties
+        assert _auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+        assert _auc(y, -score) == pytest.approx(1 - roc_auc_score(y, score), abs=1e-12)
 
 
 def test_ternary_ci_resamples_patients_and_skips_draws_without_every_class(tmp_path):

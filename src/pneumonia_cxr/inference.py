@@ -3,8 +3,8 @@
 Invariant: the images go through the model in their order, in batches of `batch_size` (the last one smaller), in
 inference mode, so the outputs are exactly what `model.predict` gives for the same batches. Each model is traced
 once, for any batch size, and no `tf.data` pipeline sits in between: on two cores tf.data's autotuned prefetching
-competes with the model for the cores, and about every second `model.predict` call took 1.5 times as long
-(`docs/design_evidence.md`, "Speed on two cores").
+competes with the model for the cores, and between one `model.predict` call in five and four in five took 1.5 times
+as long (`docs/design_evidence.md`, "Speed on two cores").
 """
 
 from __future__ import annotations

@@ -141,6 +141,17 @@ def _smaller_png(b64: str) -> str:
     return base64.b64encode(buf.getvalue()).decode() if buf.tell() < len(raw) else b64
 
 
+def cell_seconds(path: str | Path) -> list[list]:
+    """Where an executed notebook's time went: [first line of its source, seconds] for each code cell papermill
+    timed, read before `clean_notebook` drops the timings (run.json keeps them, `benchmarks/notebook_speed.py` too)."""
+    book = nbformat.read(str(path), as_version=4)
+    return [
+        [cell.source.split("\n", 1)[0][:80], round(float(cell.metadata.get("papermill", {}).get("duration") or 0), 1)]
+        for cell in book.cells
+        if cell.cell_type == "code"
+    ]
+
+
 def clean_notebook(path: str | Path) -> None:
     """nbdev-style tidy: drop TF's C++ start-up chatter, timing metadata (run.json keeps each notebook's seconds) and
     papermill's record of the absolute paths the notebook was read from and written to;
@@ -318,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(scratch, dst)
         seconds = time.perf_counter() - t0
         if not args.prepare_only:
+            cells = cell_seconds(dst)
             clean_notebook(dst)
             # per notebook: with --only, the others keep the commit they last ran at
             entry = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code, "cpu": cpu_model()}
+            entry["cells"] = cells
             if Path(nb).stem in READS_FROM:  # the results it read, as the code they were made with
                 entry["inputs"] = inputs_now(Path(nb).stem, log["notebooks"])
             log["notebooks"][Path(nb).stem] = entry

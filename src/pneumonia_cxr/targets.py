@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sklearn.metrics as skm
+from scipy.stats import rankdata
 
 from .evaluate import patient_resamples
 from .selection import choose_model
@@ -74,6 +74,23 @@ def run_values(run: dict, metrics: dict[str, dict]) -> dict[tuple[str, str], flo
     return values
 
 
+def _auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (a tie counts half): sklearn's `roc_auc_score` to the last digit or two,
+    without its input checks, which took nine tenths of a 1,000-draw bootstrap.
+
+    Args:
+        positive: (N,) bool, which images are the positive class (both classes present).
+        score: (N,) the score that should rank them first.
+
+    Returns:
+        The probability that a random positive outscores a random negative.
+    """
+    ranks = rankdata(score)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def ternary_ci(pred_csv: str | Path, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list]:
     """Percentile CIs of ternary accuracy, macro one-vs-rest AUC and bacterial-vs-viral AUC, resampling whole patients
     (as `bootstrap_ci`
@@ -84,11 +101,11 @@ def ternary_ci(pred_csv: str | Path, n_boot: int = 1000, seed: int = 0, level: f
     for idx in patient_resamples(pred["patient"], n_boot, seed):
         if len(np.unique(y[idx])) < 3:
             continue
-        draws["accuracy"].append(skm.accuracy_score(y[idx], probs[idx].argmax(1)))
-        draws["macro_ovr_auc"].append(skm.roc_auc_score(y[idx], probs[idx], multi_class="ovr", average="macro"))
+        draws["accuracy"].append(float(np.mean(y[idx] == probs[idx].argmax(1))))
+        draws["macro_ovr_auc"].append(float(np.mean([_auc(y[idx] == k, probs[idx, k]) for k in range(3)])))
         pneu = idx[y[idx] > 0]
         draws["bacterial_vs_viral_auc"].append(
-            skm.roc_auc_score(y[pneu] == 2, probs[pneu, 2] / np.clip(probs[pneu, 1] + probs[pneu, 2], 1e-9, None))
+            _auc(y[pneu] == 2, probs[pneu, 2] / np.clip(probs[pneu, 1] + probs[pneu, 2], 1e-9, None))
         )
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {

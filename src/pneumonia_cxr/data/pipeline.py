@@ -68,6 +68,20 @@ def _gaussian_blur(images, sigma: float = 1.5):
     return tf.nn.conv2d(out, tf.reshape(g, [1, -1, 1, 1]), 1, "VALID")
 
 
+def _only(picked, x, fn):
+    """`x` with `fn(images, where)` in place of the images `picked` ((B,) bool); `where` holds their indices, (n, 1).
+
+    Computed for those images alone: the same pixels as computing it for the whole batch and keeping theirs, since
+    each image is processed on its own, at a fraction of the time (a JPEG re-save for half a batch, not all of it).
+    """
+    import tensorflow as tf
+
+    where = tf.where(picked)
+    return tf.cond(  # none picked: x as it is (a reflected pad cannot take an empty batch)
+        tf.size(where) > 0, lambda: tf.tensor_scatter_nd_update(x, where, fn(tf.gather_nd(x, where), where)), lambda: x
+    )
+
+
 def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     """Augment how an X-ray was acquired, not the anatomy, for a float (B, H, W, 1) batch in [0, 255].
 
@@ -118,10 +132,9 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
 
     # a lower resolution for some images (one random scale per batch)
     scale = uniform(4, *a["low_res_scale"], n=1)[0]
-    small = tf.image.resize(x, tf.cast(tf.round(tf.cast(shape[1:3], tf.float32) * scale), tf.int32), "bilinear")
-    low_res = tf.image.resize(small, shape[1:3], "bilinear")
+    small = tf.cast(tf.round(tf.cast(shape[1:3], tf.float32) * scale), tf.int32)
     pick = uniform(5, 0.0, 1.0) < a["low_res_fraction"] * min(s, 1.0)
-    x = tf.where(pick[:, None, None, None], low_res, x)
+    x = _only(pick, x, lambda v, _: tf.image.resize(tf.image.resize(v, small, "bilinear"), shape[1:3], "bilinear"))
 
     # Collimator bands on random edges (top, bottom, left, right), the same for every class: in this release
     # NORMAL images have darker edges, and a CNN trained without this lost most of its sensitivity to black
@@ -138,8 +151,8 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     # blending that copy with one blurred twice
     k = uniform(6, a["blur"][0] * s, a["blur"][1] * s)[:, None, None, None]
     blurred = _gaussian_blur(x)
-    twice = _gaussian_blur(blurred)
-    x = tf.where(k <= 1, x + k * (blurred - x), blurred + (k - 1) * (twice - blurred))
+    x = tf.where(k <= 1, x + k * (blurred - x), blurred)
+    x = _only(k[:, 0, 0, 0] > 1, x, lambda v, i: v + (tf.gather_nd(k, i) - 1) * (_gaussian_blur(v) - v))
     x = tf.clip_by_value(x, 0.0, 255.0)
 
     # gamma, then contrast about the image mean, then brightness
@@ -160,12 +173,15 @@ def augment_acquisition(images, seed, strength: float = 1.0, normal=None):
     if a["jpeg_fraction"] * s > 0:
         resaved = uniform(17, 0.0, 1.0) < a["jpeg_fraction"] * min(s, 1.0)
         quality = tf.cast(tf.round(uniform(18, *a["jpeg_quality"])), tf.int32)
-        jpeg = tf.map_fn(
-            lambda args: tf.image.adjust_jpeg_quality(args[0] / 255.0, args[1]) * 255.0,
-            (x, quality),
-            fn_output_signature=tf.float32,
+        x = _only(
+            resaved,
+            x,
+            lambda v, i: tf.map_fn(
+                lambda args: tf.image.adjust_jpeg_quality(args[0] / 255.0, args[1]) * 255.0,
+                (v, tf.gather_nd(quality, i)),
+                fn_output_signature=tf.float32,
+            ),
         )
-        x = tf.where(resaved[:, None, None, None], jpeg, x)
     return x
 
 
