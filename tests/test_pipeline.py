@@ -226,3 +226,30 @@ def test_blur_amount_is_each_images_own_and_batches_where_no_image_gets_a_step_r
     for seed in range(12):  # full-strength augmentation, one image a batch
         (single,) = batches(make_dataset(x[:1], None, 1, training=True, seed=seed, augment=1.0))
         assert single.shape == (1, 24, 24, 1) and 0 <= single.min() and single.max() <= 255
+
+
+def test_cpu_training_batches_are_the_autotuned_pipelines(monkeypatch):
+    """Without a GPU the augmented training pipeline runs with fixed threads instead of autotuned ones (they compete
+    with the model for the cores); the batches are the same either way, epoch after epoch."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(2).integers(0, 256, (40, 32, 32)).astype(np.uint8)
+    labels = np.arange(40) % 2
+
+    def two_epochs():
+        ds = make_dataset(x, labels, 8, training=True, seed=5, augment=1.0)
+        return ds, [batches(ds) for _ in range(2)]
+
+    cpu, on_cpu = two_epochs()
+    assert not cpu.options().autotune.enabled
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind)
+    )
+    gpu, on_gpu = two_epochs()
+    assert gpu.options().autotune.enabled is not False
+    for epoch_cpu, epoch_gpu in zip(on_cpu, on_gpu):
+        for (a, ya), (b, yb) in zip(epoch_cpu, epoch_gpu):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(on_cpu[0][0][0], on_cpu[1][0][0]), "each epoch reshuffles and re-augments"

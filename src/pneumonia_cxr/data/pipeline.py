@@ -231,11 +231,16 @@ def make_dataset(
             image = augment_acquisition(tf.cast(image, tf.float32), batch_seed, augment, normal)
         return image if label is None else (image, label)
 
-    if not training:  # a gather per batch: autotuned threads only compete with the model for the cores
-        options = tf.data.Options()
-        options.autotune.enabled = False
+    if augmenting and tf.config.list_physical_devices("GPU"):  # the model runs elsewhere: use the cores
+        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    # On the CPU the model needs the cores too, and tf.data's autotuned threads compete with it: some epochs took 1.5
+    # to 2 times as long as the others (docs/design_evidence.md, "Speed on two cores"). Fixed settings instead; the
+    # batches are the same either way (in order, one stateless seed per batch).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    if not augmenting:  # a gather per batch
         return ds.map(gather).prefetch(1).with_options(options)
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return ds.map(gather, num_parallel_calls=2, deterministic=True).prefetch(2).with_options(options)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
