@@ -19,7 +19,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed decode-check aspect-ablation mixup-check clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed training-input-speed decode-check aspect-ablation mixup-check clean
 
 all: analysis
 
@@ -91,6 +91,11 @@ notebook-speed: venv
 # one training step and one prediction batch of the notebooks' models: float32, XLA, bfloat16
 training-step-speed: venv
 	$(PY) benchmarks/training_step_speed.py
+
+# epochs of the scratch CNN (MODEL=transfer: the MobileNetV2 fine-tuning) under autotuned and fixed tf.data threads
+MODEL ?= scratch
+training-input-speed: venv
+	$(PY) benchmarks/training_input_speed.py --model $(MODEL)
 
 # model.predict on an autotuned tf.data pipeline against inference.predict_batches, and the two ways to load (needs models/)
 prediction-loop-speed: venv
