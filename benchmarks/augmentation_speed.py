@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from pneumonia_cxr.data import pipeline
+    from pneumonia_cxr.io import write_csv
     from pneumonia_cxr.runner import cpu_model
 
     files = sorted(glob.glob(f"{args.data_dir}/train/*/*.jpeg"))[:32]
@@ -97,10 +98,7 @@ def main(argv=None) -> int:
                     }
                 )
                 print(f"{size} px, {name}: {np.median(ms):.1f} ms a batch (same pixels: {same})", flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = OUT.with_suffix(".csv.tmp")
-    pd.DataFrame(rows).to_csv(tmp_out, index=False)
-    tmp_out.replace(OUT)
+    write_csv(OUT, pd.DataFrame(rows))
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0 if identical else 1
 

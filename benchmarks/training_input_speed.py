@@ -73,8 +73,10 @@ def main(argv=None) -> int:
     from pneumonia_cxr.config import resolve_weights
     from pneumonia_cxr.data import class_weights, make_dataset
     from pneumonia_cxr.inference import predict_batches
+    from pneumonia_cxr.io import write_csv
     from pneumonia_cxr.models import build_scratch_cnn, build_transfer_model, unfreeze_top
     from pneumonia_cxr.notebook import setup
+    from pneumonia_cxr.runner import cpu_model
     from pneumonia_cxr.train import compile_model
 
     size_key = "cnn_size" if args.model == "scratch" else "transfer_size"
@@ -122,23 +124,14 @@ def main(argv=None) -> int:
                 print(f"round {rnd + 1}, {name}, epoch {epoch}: {seconds:.1f} s", flush=True)
     reference = next(iter(outputs.values()))
     same = all(np.array_equal(reference, p) for p in outputs.values())
-    table = pd.DataFrame(rows).assign(same_weights_as_first_setting=same, cpu=_cpu())
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows).assign(same_weights_as_first_setting=same, cpu=cpu_model())
     if OUT.exists():  # the other model's rows stay
         old = pd.read_csv(OUT)
         table = pd.concat([old[old["model"] != args.model], table], ignore_index=True)
-    tmp = OUT.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(OUT)
+    write_csv(OUT, table)
     print(table[table["model"] == args.model].groupby("setting")["seconds"].describe().round(1))
     print(f"same validation predictions in every setting: {same}; wrote {OUT.relative_to(ROOT)}")
     return 0 if same else 1
-
-
-def _cpu() -> str:
-    from pneumonia_cxr.runner import cpu_model
-
-    return cpu_model()
 
 
 if __name__ == "__main__":

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             clean_notebook(dst)
             # per notebook: with --only, the others keep the commit they last ran at
             entry = {"seconds": round(seconds, 1), "git_commit": log["git_commit"], "code": code, "cpu": cpu_model()}
-            entry["cells"] = cells
+            entry["cells"] = cells  # where its time went, cell by cell
             if Path(nb).stem in READS_FROM:  # the results it read, as the code they were made with
                 entry["inputs"] = inputs_now(Path(nb).stem, log["notebooks"])
             log["notebooks"][Path(nb).stem] = entry
