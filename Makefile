@@ -1,6 +1,7 @@
-# The analysis as a DAG:  venv -> data -> notebooks (papermill, in order) -> reports/
+# The analysis as a DAG:  venv -> data -> the stages of stages.toml (notebooks by papermill, in order) -> reports/
 #   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo)
-#   make test   set up, then lint, unit tests and every notebook under nbval on the smoke profile
+#   make test   set up, then lint, unit tests and every notebook under nbval on the smoke profile, each once
+#               (quicker, while editing: .venv/bin/python -m pytest -m "not slow" tests, without training)
 #   make check-reports   are the committed reports/, README results and model card what the committed code makes?
 #   make seed-check SEED=7   notebooks 01-07 again with another seed (reports/seeds/7/), then the final notebook
 #   make refresh  after a code change: only the notebooks it made out of date, in the main run and every seed run
@@ -19,7 +20,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed training-input-speed decode-check aspect-ablation mixup-check clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review ood benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed training-input-speed decode-check aspect-ablation clean
 
 all: analysis
 
@@ -62,11 +63,11 @@ seed-check: venv
 	$(PY) -m pneumonia_cxr.report
 	$(PY) -m pneumonia_cxr.pdf
 
-# Like make, by content: a notebook runs again when its code or a module it loads changed, or when results it reads
-# were made again since (`runner.out_of_date`); first in the main run, then in each seed run (whose models must be
-# here, in models/seed_N), then the final notebook, which reads them all.
+# Like make, by content: a stage of stages.toml runs again when its code or a module it loads changed, or when results
+# it reads were made again since (`stages.out_of_date`); first in the main run (the OOD check too), then in each seed
+# run (whose models must be here, in models/seed_N), then the final notebook, which reads them all.
 refresh: venv
-	$(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only $(NOTEBOOKS_01_07)
+	$(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only $(NOTEBOOKS_01_07) ood
 	for log in $$(ls reports/seeds/*/metrics/run.json 2>/dev/null); do seed=$$(basename $${log%/metrics/run.json}); \
 	  $(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $$seed \
 	    --output-dir reports/seeds/$$seed --models-dir models/seed_$$seed --executed-dir build/seed_$$seed \
@@ -105,18 +106,18 @@ prediction-loop-speed: venv
 review: venv
 	$(PY) -m pneumonia_cxr.review --models models --db reviews.sqlite $(if $(INBOX),--inbox $(INBOX),)
 
+# "Is this a frontal chest X-ray?", before any pneumonia call: fitted on the training split, threshold on validation
+# (models/ood.npz, models/ood.json); rejection rates of real and generated non-X-ray images in reports/metrics/ood.csv.
+# `make all` runs it too, as the stage `ood` of stages.toml; this runs that stage alone and records it in run.json.
+ood: venv $(if $(filter data/demo,$(DATA)),demo,)
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only ood
+
 decode-check: venv
 	$(PY) benchmarks/decode_consistency.py
 
 # Notebook 03's aspect-offset ablation (validation only), kept out of the timed profile; after notebook 03
 aspect-ablation: venv
-	$(PY) benchmarks/aspect_offset_ablation.py --data-dir $(DATA)
-
-# Mixup checked on validation (not in the profile): each binary CNN with and without it, seeds 42 and 7 (and the
-# ensemble with the MobileNetV2 swapped, at the main run's seed)
-mixup-check: venv
-	for m in scratch transfer; do for s in 42 7; do \
-	  $(PY) benchmarks/mixup_check.py --model $$m --seed $$s --data-dir $(DATA) $(WEIGHTS) || exit 1; done; done
+	$(PY) experiments/aspect_offset_ablation.py --data-dir $(DATA)
 
 summary: venv
 	$(PY) -m pneumonia_cxr.data.summary $(SMOKE_DATA)
@@ -124,8 +125,8 @@ summary: venv
 test: lint unit nbval
 
 lint: venv
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks experiments notebooks final_notebook.ipynb
+	$(PY) -m ruff format --check src tests benchmarks experiments notebooks final_notebook.ipynb
 
 unit: venv
 	$(PY) -m pytest tests
@@ -134,12 +135,16 @@ unit: venv
 check-reports: venv
 	$(PY) -m pneumonia_cxr.report --check
 
+# Every notebook once, on SMOKE_DATA without its test/ folder (train/ and val/ linked): the run carves a hold-out by
+# patient, the layout the committed run (official test/) never takes; then the checks of what that run wrote.
 nbval: venv $(if $(filter data/demo,$(SMOKE_DATA)),demo,)
 	rm -rf build/smoke
-	$(PY) -m pneumonia_cxr.runner --profile smoke --prepare-only --data-dir $(SMOKE_DATA) \
+	$(PY) tests/test_official_test_path.py $(SMOKE_DATA) build/smoke/data/chest_xray
+	$(PY) -m pneumonia_cxr.runner --profile smoke --prepare-only --data-dir build/smoke/data/chest_xray \
 	  --cache-dir build/smoke/cache --output-dir build/smoke/reports --models-dir build/smoke/models \
 	  --executed-dir build/smoke/notebooks $(WEIGHTS)
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider build/smoke/notebooks
+	SMOKE_RUN=build/smoke $(PY) -m pytest -p no:cacheprovider tests/test_official_test_path.py
 
 clean:
 	rm -rf build data/cache models

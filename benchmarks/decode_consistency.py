@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pneumonia_cxr.data.cache import load_image  # noqa: E402
-from pneumonia_cxr.results import predict_binary  # noqa: E402
+from pneumonia_cxr.predictions import predict_binary  # noqa: E402
 from pneumonia_cxr.train import load_model, write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

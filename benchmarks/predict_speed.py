@@ -4,7 +4,8 @@
 
 Both run as a user runs them (a fresh process each, TensorFlow start-up included) on the same images with the same
 models, in alternating rounds; the older code is taken from git (`git archive`), never checked out over this one.
-Writes reports/predict_speed.csv: seconds per round and commit, the ratio, and whether both made the same decisions.
+Writes reports/benchmarks/predict_speed.csv: seconds per round and commit, the ratio, and whether both made the same
+decisions.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="models/ensemble.keras")
     parser.add_argument("--ternary", default="models/ternary.keras")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "reports" / "predict_speed.csv"))
+    parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "predict_speed.csv"))
     args = parser.parse_args(argv)
     images = sorted(str(p) for p in Path(args.images).rglob("*.jpeg"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)

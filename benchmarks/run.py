@@ -1,6 +1,6 @@
 """Input pipeline and training speed of this project against Keras' stock loader, in one run.
 
-    python benchmarks/run.py              # full: writes reports/benchmarks.md and reports/benchmarks.json
+    python benchmarks/run.py              # full: writes reports/benchmarks/benchmarks.{md,json}
     python benchmarks/run.py --tiny OUT   # a few images, just to keep it working (CI)
 
 Ratios matter more than absolute numbers on a shared machine.
@@ -25,9 +25,12 @@ from PIL import Image  # noqa: E402
 
 from pneumonia_cxr.data import build_manifest, make_dataset  # noqa: E402
 from pneumonia_cxr.data.cache import build_image_cache  # noqa: E402
+from pneumonia_cxr.io import write_json  # noqa: E402
 from pneumonia_cxr.runner import cpu_model  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT_DIR = ROOT / "reports" / "benchmarks"
 
 
 def timed(fn):
@@ -227,7 +230,7 @@ def write_markdown(r: dict, path: Path):
         "# Benchmarks",
         "",
         f"Machine: {r['cpu_count']} CPU cores, {r.get('cpu', 'processor not recorded')}. "
-        "Produced by `python benchmarks/run.py`; raw numbers in `reports/benchmarks.json`.",
+        "Produced by `python benchmarks/run.py`; raw numbers in `benchmarks.json` beside this file.",
         "",
         "## Decode and input",
         "",
@@ -296,14 +299,16 @@ def write_markdown(r: dict, path: Path):
         ]
         for name, p in r["profiles"].items():
             lines.append(f"| {name} | {p['wall_seconds'] / 60:.1f} | {p['peak_memory_mb']:.0f} | {p['source']} |")
-    path.write_text("\n".join(lines) + "\n")
+    scratch = path.with_name(f".{path.name}.tmp")  # renamed over the old file only once whole
+    scratch.write_text("\n".join(lines) + "\n")
+    os.replace(scratch, path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", metavar="OUT_DIR", help="a few images only; write results to OUT_DIR")
     args = parser.parse_args(argv)
-    out_dir = Path(args.tiny) if args.tiny else Path("reports")
+    out_dir = Path(args.tiny) if args.tiny else OUT_DIR
     limit = 20 if args.tiny else None
     r = {
         "cpu_count": os.cpu_count(),
@@ -317,7 +322,9 @@ def main(argv=None):
     r["train"] = train_bench(SHARED / "chest_xray_fullres_sample", 64 if args.tiny else 128, 3 if args.tiny else 60)
     if not args.tiny:
         r["profiles"] = {"smoke": smoke_profile_bench()}
-        run_json = Path("reports/metrics/run.json")  # the committed full run (about 40 minutes: not repeated here)
+        run_json = (
+            ROOT / "reports" / "metrics" / "run.json"
+        )  # the committed full run (about 40 minutes: not repeated here)
         if run_json.exists():
             run = json.loads(run_json.read_text())
             cpus = sorted(
@@ -327,7 +334,7 @@ def main(argv=None):
                 "source": f"reports/metrics/run.json (git {run.get('git_commit', '?')}, on {' and '.join(cpus)})"
             }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "benchmarks.json").write_text(json.dumps(r, indent=1))
+    write_json(out_dir / "benchmarks.json", r)
     write_markdown(r, out_dir / "benchmarks.md")
     print((out_dir / "benchmarks.md").read_text())
 

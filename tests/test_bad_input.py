@@ -3,6 +3,7 @@ what they see. docs/reliability.md lists every case beside the test that proves 
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def small_model(tmp_path_factory):
         classes=["NORMAL", "PNEUMONIA"],
         threshold=0.5,
         thorax_width=0.42,
-        calibration={"method": "platt", "a": 1.3, "b": -0.4},
+        calibration={"method": "platt", "a": 1.3, "b": -0.4, "prevalence": 0.5},
         threshold_calibrated=0.4,
     )
     return path
@@ -335,3 +336,213 @@ def test_a_model_with_arbitrary_code_is_refused_in_safe_mode(tmp_path):
     )
     with pytest.raises(ModelFileError, match="lambda.keras: cannot load Keras model"):
         load_model(path)
+
+
+# A FIFO, a device or a folder named like an image is never opened
+@pytest.mark.real_data
+def test_a_fifo_named_like_an_image_is_refused_not_waited_on(real_224, small_model, tmp_path, capsys):
+    import threading
+
+    fifo = tmp_path / "x.jpeg"
+    os.mkfifo(fifo)
+
+    def unblock():  # if predict did open it, give it an end of file after a while instead of hanging the tests
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    watchdog = threading.Timer(60, unblock)
+    watchdog.start()
+    try:
+        good = _one_xray(real_224)
+        assert predict.main([str(fifo), str(good), "--model", str(small_model), "--json"]) == 3
+    finally:
+        watchdog.cancel()
+    out = capsys.readouterr()
+    assert f"{fifo}: not a regular file (a FIFO)" in out.err
+    assert [r["image"] for r in json.loads(out.out)] == [str(good)]
+    with pytest.raises(ImageDecodeError, match="not a regular file \\(a folder\\)"):
+        load_image(tmp_path, 64)
+
+
+# Model metadata: checked against a schema before it is trusted
+BAD_METADATA = {
+    "threshold NaN": (lambda m: {**m, "threshold": float("nan")}, "threshold: should be a finite number"),
+    "threshold 1.5": (lambda m: {**m, "threshold": 1.5}, "threshold: should be less than 1"),
+    "threshold 0": (lambda m: {**m, "threshold": 0.0}, "threshold: should be greater than 0"),
+    "threshold a string": (lambda m: {**m, "threshold": "0.5"}, "threshold: should be a valid number"),
+    "negative slope": (
+        lambda m: {**m, "calibration": {**m["calibration"], "a": -9.2}},
+        "calibration.a: should be greater than 0",
+    ),
+    "calibration without b": (
+        lambda m: {**m, "calibration": {"method": "platt", "a": 1.3}},
+        "calibration.b: missing",
+    ),
+    "a list, not an object": (lambda m: [m], "the whole file: must be a JSON object, not list"),
+    "image_size null": (lambda m: {**m, "image_size": None}, "image_size: should be a valid integer"),
+    "image_size negative": (lambda m: {**m, "image_size": -64}, "image_size: should be greater than 0"),
+    "unknown resize": (lambda m: {**m, "resize": "crop"}, "resize: should be 'squash' or 'letterbox'"),
+    "infinite intercept": (
+        lambda m: {**m, "calibration": {**m["calibration"], "b": float("inf")}},
+        "calibration.b: should be a finite number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_METADATA))
+def test_metadata_outside_its_schema_is_refused_naming_file_and_field(case, small_model, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "cnn.keras"
+    shutil.copy(small_model, bad)
+    change, words = BAD_METADATA[case]
+    meta = change(json.loads(small_model.with_suffix(".json").read_text()))
+    bad.with_suffix(".json").write_text(json.dumps(meta))  # NaN and Infinity as Python's json writes them
+    image = tmp_path / "any.png"  # never read: the model is refused first
+    assert predict.main([str(image), "--model", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad.with_suffix('.json')}: invalid model metadata" in err and words in err, err
+    assert "Traceback" not in err
+
+
+def test_predict_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        predict.main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "0 every image scored; 2 a usage error" in text.replace("\n", " ")
+    assert "3 an image could" in text.replace("\n", " ") and "4 a Grad-CAM overlay" in text.replace("\n", " ")
+
+
+# --batch-size and --prevalence: argparse errors, before anything is loaded
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--batch-size", "0", "must be a positive integer"),
+        ("--batch-size", "-1", "must be a positive integer"),
+        ("--batch-size", "two", "not an integer"),
+        ("--prevalence", "0", "strictly between 0 and 1"),
+        ("--prevalence", "1", "strictly between 0 and 1"),
+        ("--prevalence", "1.5", "strictly between 0 and 1"),
+        ("--prevalence", "nan", "strictly between 0 and 1"),
+        ("--prevalence", "half", "not a number"),
+    ],
+)
+def test_bad_option_values_are_argparse_errors(option, value, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        predict.main(["x.png", "--model", str(tmp_path / "m.keras"), option, value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and words in err
+
+
+# Grad-CAM overlays: checked before scoring, never overwriting, never losing a score
+@pytest.mark.real_data
+def test_gradcam_never_overwrites_an_existing_file(real_224, small_model, tmp_path, capsys):
+    image = str(_one_xray(real_224))
+    cam = tmp_path / "cam.png"
+    cam.write_bytes(b"another process's overlay")
+    written = []
+    for _ in range(2):  # as two processes given the same path
+        assert predict.main([image, "--model", str(small_model), "--json", "--gradcam", str(cam)]) == 0
+        written.append(json.loads(capsys.readouterr().out)[0]["gradcam"])
+    assert written == [str(tmp_path / "cam_2.png"), str(tmp_path / "cam_3.png")]
+    assert cam.read_bytes() == b"another process's overlay"
+    assert all(Image.open(p).size[0] > 100 for p in written)
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary files are gone
+
+
+def test_two_writers_of_one_name_both_keep_their_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda i: predict.write_new_file(bytes([i]) * 10, tmp_path / "cam.png"), range(8)))
+    assert len(set(paths)) == 8
+    assert sorted(p.read_bytes()[0] for p in paths) == list(range(8))
+
+
+@pytest.mark.real_data
+def test_a_folder_given_to_gradcam_gets_one_file_per_image(real_224, small_model, tmp_path, capsys):
+    folder = tmp_path / "gcdir"
+    folder.mkdir()
+    image = _one_xray(real_224)
+    assert predict.main([str(image), "--model", str(small_model), "--json", "--gradcam", str(folder)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["gradcam"] == str(folder / f"{image.stem}_gradcam.png") and Path(row["gradcam"]).is_file()
+    assert not (tmp_path / "gcdir.png").exists()
+
+
+def test_a_gradcam_path_that_cannot_be_written_is_refused_before_scoring(small_model, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a folder should be")
+    image = tmp_path / "never_read.png"  # the path is refused before any image is read
+    for out, words in (
+        (tmp_path / "cam.txt", "not an image file name"),
+        (blocker / "cam.png", "cannot write in"),
+    ):
+        assert predict.main([str(image), "--model", str(small_model), "--gradcam", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert f"--gradcam {out}: {words}" in captured.err and captured.out == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_gradcam_folder_is_refused_before_scoring(small_model, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert predict.main([str(tmp_path / "x.png"), "--model", str(small_model), "--gradcam", str(folder / "c.png")])
+    finally:
+        folder.chmod(0o755)
+    assert "cannot write in" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_a_failed_overlay_write_loses_no_score(real_224, small_model, tmp_path, capsys, monkeypatch):
+    images = [str(_one_xray(real_224)), str(_one_xray(real_224, "PNEUMONIA"))]
+
+    def disk_full(data, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict, "write_new_file", disk_full)
+    assert predict.main([*images, "--model", str(small_model), "--gradcam", str(tmp_path / "cam.png")]) == 4
+    out = capsys.readouterr()
+    assert [line.split(": p(pneumonia)")[0] for line in out.out.splitlines()] == images  # every score printed
+    for image in images:
+        assert f"{image}: Grad-CAM overlay not written (OSError: [Errno 28] No space left on device)" in out.err
+
+
+# A small file that claims a huge 16-bit image: refused from its header, before any pixel is decoded
+def _blank_png16(path: Path, width: int, height: int) -> Path:
+    """A real, complete 16-bit grayscale PNG of zeros, compressed row by row (never whole in memory)."""
+    chunk = lambda kind, data: (  # noqa: E731
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+    packer, row = zlib.compressobj(9), b"\0" * (1 + 2 * width)  # filter byte 0, then the row's 16-bit zeros
+    pixels = b"".join([packer.compress(row) for _ in range(height)] + [packer.flush()])
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.real_data
+def test_a_huge_16_bit_png_is_refused_before_decoding(real_224, small_model, tmp_path, capsys):
+    from pneumonia_cxr.data.decode import MAX_DECODE_BYTES, check_decode_budget
+
+    png = _blank_png16(tmp_path / "huge16.png", 10_000, 10_000)
+    with pytest.warns(Image.DecompressionBombWarning):  # Pillow's own warning; the pixel rule lets 10^8 pixels pass
+        assert png.stat().st_size < 400_000 and Image.open(png).mode == "I;16"
+    words = "huge16.png: image too large to decode (10000x10000 I;16 needs 1,431 MiB; at most 1,024 MiB)"
+    with pytest.raises(ImageDecodeError, match=re.escape(words)):
+        load_image(png, 64)
+    good = _one_xray(real_224)
+    assert predict.main([str(png), str(good), "--model", str(small_model), "--json"]) == 3
+    out = capsys.readouterr()
+    assert "huge16.png: image too large to decode" in out.err
+    assert [r["image"] for r in json.loads(out.out)] == [str(good)]
+    check_decode_budget(3000, 3000, "I;16", "a DICOM export")  # the release's largest, 16-bit: well inside
+    check_decode_budget(10_000, 10_000, "L", "an 8-bit giant")  # the largest the pixel rule allows, gray and RGB
+    check_decode_budget(10_000, 10_000, "RGB", "an RGB giant")
+    assert MAX_DECODE_BYTES == 2**30  # the budget docs/reliability.md states

@@ -1,13 +1,18 @@
 """Training on several devices: MirroredStrategy when more than one is visible, nothing changed otherwise; and the
 `gpu` profile's settings build its backbone."""
 
+import json
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from pneumonia_cxr.config import PROFILES, settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_device_or_none_keeps_the_default_strategy():
@@ -20,6 +25,7 @@ def test_one_device_or_none_keeps_the_default_strategy():
     assert not tf.distribute.has_strategy()
 
 
+@pytest.mark.slow
 def test_two_devices_train_one_model_mirrored():
     """Two logical CPU devices stand in for two GPUs (a fresh process: devices are fixed once TF starts)."""
     script = textwrap.dedent(
@@ -52,9 +58,26 @@ def test_two_devices_train_one_model_mirrored():
     assert "training on 2 devices" in done.stdout and "replicas 2" in done.stdout
 
 
-def test_gpu_profile_is_a_complete_profile_with_a_larger_backbone():
+def test_every_profile_sets_every_setting_the_notebooks_read():
+    """smoke and full are written out one by one and gpu overrides full: a setting one of them lacks would be a
+    KeyError only on the machine that uses that profile, a misspelt override a value silently never used."""
+    keys = {name: set(profile) for name, profile in PROFILES.items()}
+    for name, have in keys.items():
+        assert have == keys["smoke"], f"{name}: lacks {keys['smoke'] - have}, has unknown {have - keys['smoke']}"
+    sources = [ROOT / "final_notebook.ipynb", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    read = {
+        key
+        for nb in sources
+        for cell in json.loads(nb.read_text())["cells"]
+        if cell["cell_type"] == "code"
+        for key in re.findall(r"(?:\bcfg|settings\(profile\))\[\"(\w+)\"\]", "".join(cell["source"]))
+    }
+    assert len(read) > 10, "the notebooks read their settings as cfg[...]: the pattern above must still find them"
+    assert read - {"image_size"} <= keys["smoke"], "image_size is set per model by `notebook.setup`"
+
+
+def test_gpu_profile_has_a_larger_backbone_and_the_whole_training_set_every_epoch():
     gpu, full = settings("gpu"), settings("full")
-    assert set(gpu) == set(full)
     assert gpu["transfer_size"] > full["transfer_size"] and gpu["max_batches_per_epoch"] is None
     assert gpu["backbone"] != full["backbone"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pneumonia_cxr import report
-from pneumonia_cxr.results import load_metrics
+from pneumonia_cxr.records import load_metrics
 from pneumonia_cxr.selection import choose_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,26 +34,56 @@ def _copy_run(tmp_path) -> Path:
     return dst
 
 
-def test_stale_results_names_each_thing_the_code_would_no_longer_make(tmp_path):
+def _up_to_date_copy(tmp_path) -> tuple[Path, dict]:
+    """`_copy_run` with run.json's record as a run of the code in this checkout leaves it: (run.json, its content)."""
+    from pneumonia_cxr import stages
     from pneumonia_cxr.io import read_json, write_json
 
     main = _copy_run(tmp_path) / "run.json"
-    run = read_json(main)
-    assert [p for p in report.stale_results(tmp_path) if "final_notebook" in p or "01_eda" in p] == []
-    edited = {
-        **run,
-        "notebooks": {**run["notebooks"], "final_notebook": {**run["notebooks"]["final_notebook"], "code": "edited"}},
-    }
+    ran = {}
+    for stage in stages.STAGES:
+        ran[stage.name] = {**read_json(main)["notebooks"].get(stage.name, {}), "code": stage.fingerprint()}
+        ran[stage.name].update({"inputs": stages.inputs_now(stage, ran)} if stage.upstream else {})
+    run = {**read_json(main), "notebooks": ran}
+    write_json(main, run)
+    return main, run
+
+
+def test_stale_results_names_each_thing_the_code_would_no_longer_make(tmp_path):
+    from pneumonia_cxr.io import write_json
+
+    main, run = _up_to_date_copy(tmp_path)
+    ran = run["notebooks"]
+    assert [p for p in report.stale_results(tmp_path) if "run.json" in p] == []
+    edited = {**run, "notebooks": {**ran, "final_notebook": {**ran["final_notebook"], "code": "edited"}}}
     write_json(main, edited)  # a notebook changed after it ran
     assert any(p.startswith("final_notebook.ipynb: its code") for p in report.stale_results(tmp_path))
-    interrupted = {**run, "notebooks": {**run["notebooks"], "03_scratch_cnn": {"status": "running", "started": "t"}}}
+    interrupted = {**run, "notebooks": {**ran, "03_scratch_cnn": {"status": "running", "started": "t"}}}
     write_json(main, interrupted)  # a re-run killed while notebook 03 ran
     problems = report.stale_results(tmp_path)
     assert any(p.startswith("notebooks/03_scratch_cnn.ipynb: interrupted") for p in problems)
     assert any(p.startswith("notebooks/07_ensemble.ipynb: it reads 03_scratch_cnn") for p in problems)
-    del run["notebooks"]["01_eda"]
+    del ran["01_eda"]
     write_json(main, run)
     assert any(p.startswith("notebooks/01_eda.ipynb: never run") for p in report.stale_results(tmp_path))
+
+
+def test_check_reports_says_what_is_out_of_date_and_exits_1(tmp_path, capsys):
+    """`make check-reports` (`report --check`) prints each stale stage and exits 1: here an up-to-date run with one
+    stage's code edited, and a README and model card written from that run."""
+    from pneumonia_cxr.io import write_json
+
+    log, run = _up_to_date_copy(tmp_path)
+    write_json(log, {**run, "notebooks": {**run["notebooks"], "05_ternary_classifier": {"code": "edited"}}})
+    readme, card = tmp_path / "README.md", tmp_path / "model_card.md"
+    readme.write_text(f"{report.BEGIN}\n{report.END}\n")
+    args = ["--reports", str(tmp_path), "--readme", str(readme), "--model-card", str(card)]
+    assert report.main(args) == 0  # writes both
+    assert report.main([*args, "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "stale: notebooks/05_ternary_classifier.ipynb: its code" in out
+    assert "stale: notebooks/07_ensemble.ipynb: it reads 05_ternary_classifier" in out
+    assert "make refresh" in out
 
 
 def test_results_block_says_which_test_split_the_run_used(tmp_path):
@@ -116,7 +146,7 @@ def test_pdf_report_opens_with_a_summary_page_and_fits_eight_pages(tmp_path):
 
 def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp_path):
     from pneumonia_cxr.io import write_json
-    from pneumonia_cxr.results import seed_runs, seed_table
+    from pneumonia_cxr.seeds import seed_runs, seed_table
 
     def run(folder, seed, auc, j, profile="full", models=("cnn", "transfer", "ternary"), code="abc"):
         notebooks = {"03_cnn": {"code": code}, "final_notebook": {"code": "any"}}
@@ -163,32 +193,3 @@ def test_seed_table_compares_complete_runs_of_other_seeds_and_skips_the_rest(tmp
     run(tmp_path / "seeds" / "again" / "metrics", 7, 0.97, {"cnn": 0.7, "transfer": 0.8})
     with pytest.raises(ValueError, match="seed 7"), pytest.warns(UserWarning):
         seed_runs(tmp_path)
-
-
-def test_an_ablation_made_beside_another_scratch_cnn_is_stale(tmp_path):
-    import pandas as pd
-
-    assert report.stale_ablation(tmp_path) == []  # never made: nothing to be stale
-    shifts = ["none", "aspect swapped"]
-    scratch = pd.DataFrame(
-        {
-            "shift": shifts + ["blur r=1.5"],
-            "roc_auc": [0.99, 0.98, 0.97],
-            "sensitivity": 0.95,
-            "specificity": [0.9, 0.8, 0.7],
-        }
-    )
-    scratch.to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)
-    ablation = pd.concat(
-        [
-            scratch.iloc[:2].assign(model=report.ABLATION_BASELINE),
-            scratch.iloc[:2].assign(model="with the offset (ablation)", specificity=[0.5, 0.4]),
-        ]
-    )
-    ablation.to_csv(tmp_path / "aspect_offset_ablation.csv", index=False)
-    assert report.stale_ablation(tmp_path) == []
-    scratch.assign(specificity=[0.9, 0.81, 0.7]).to_csv(tmp_path / "scratch_cnn_val_robustness.csv", index=False)
-    problems = report.stale_ablation(tmp_path)  # notebook 03 made again with another model since
-    assert len(problems) == 1 and "run `make aspect-ablation` again" in problems[0]
-    (tmp_path / "scratch_cnn_val_robustness.csv").unlink()
-    assert "run notebook 03" in report.stale_ablation(tmp_path)[0]

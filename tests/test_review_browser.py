@@ -1,8 +1,15 @@
-"""The review app in a real browser (Playwright driving Debian's headless Chromium): upload a real X-ray, see the
-probability and the Grad-CAM, answer "normal" with a note by keyboard and click, find the row in SQLite; then upload a
-text file renamed .jpeg, see the message, and find no row added."""
+"""The review app in a real browser (Playwright driving Debian's headless Chromium), one server and one browser:
 
+- a page opens on the inbox's first X-ray, selected and loaded; a reviewer whose name carries markup answers by
+  keyboard and sees the name as text; the next X-ray is loaded; a fast reviewer picks another X-ray and saves at once,
+  and the answer is stored for the image on screen or refused, never for the one being left;
+- a second page lists only the X-rays still without an answer;
+- on it, a real X-ray is uploaded (its ternary type agrees with the call), answered "normal" with a note, and the row
+  is in SQLite; a text file renamed .jpeg gets a message and stores nothing."""
+
+import hashlib
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -71,61 +78,125 @@ def _small_models(folder: Path) -> Path:
     return folder
 
 
-def review_in_browser(url: str, xray: Path, junk: Path, db: Path, screenshot: Path | None = None) -> None:
-    """Drive the page as a reviewer would; assert what they see and what the database keeps."""
-    from playwright.sync_api import expect, sync_playwright
+def _rows(db: Path, columns: str = "answer, note, reviewer") -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute(f"SELECT {columns} FROM answers ORDER BY id").fetchall()
 
-    rows = lambda: sqlite3.connect(db).execute("SELECT answer, note, reviewer FROM answers").fetchall()  # noqa: E731
 
-    def drop(page, path):  # as a person does: click the drop zone, pick the file
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _listed(page) -> list[str]:
+    """The names the inbox list offers (opens the list, reads it, closes it)."""
+    page.locator("#worklist input").click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=30_000)
+    names = [t.strip().split("\n")[-1].strip() for t in options.all_inner_texts()]  # after the ✓ of the selected
+    page.keyboard.press("Escape")
+    page.locator("h1").first.click()
+    return names
+
+
+def _call_agrees_with_type(page) -> None:
+    """The binary call and the ternary panel on screen tell one story."""
+    call, kind = page.locator("#call").inner_text(), page.locator("#ternary").inner_text()
+    assert ("-> NORMAL" in call) == ("Type: normal" in kind), f"{call!r} beside {kind!r}"
+    assert "PNEUMONIA" in call or "NORMAL" in call
+
+
+def review_inbox(page, url: str, inbox: list[Path], db: Path) -> None:
+    """A reviewer on the inbox: the first X-ray loaded with the page, one answer, then the fast reviewer's race."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.locator("#message")).to_contain_text(f"Scored {inbox[0].name}", timeout=120_000)
+    expect(page.locator("#worklist input")).to_have_value(inbox[0].name)
+    expect(page.locator("#xray img")).to_be_visible(timeout=60_000)
+    _call_agrees_with_type(page)
+    page.locator("#reviewer textarea, #reviewer input").first.fill("dr <i>browser</i>")
+    page.locator("h1").first.click()  # focus off the text box, so a key is a shortcut
+    page.keyboard.press("n")
+    expect(page.locator('#answer input[value="normal"]')).to_be_checked()
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#saved")).to_contain_text(f"Saved answer 1: {inbox[0].name} -> normal", timeout=60_000)
+    expect(page.locator("#saved")).to_contain_text("dr <i>browser</i>")  # the name as typed, shown as text
+    assert page.locator("#saved i").count() == 0, "the reviewer's markup was rendered"
+    # after the save the next X-ray is selected and loaded (A), then the fast reviewer picks B and saves at once
+    expect(page.locator("#message")).to_contain_text(f"Scored {inbox[1].name}", timeout=60_000)
+    a, b = inbox[1], inbox[2]
+    page.locator("#worklist input").click()
+    page.get_by_role("option", name=b.name).click()
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("v")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#saved")).to_contain_text(re.compile("Saved answer|Not saved"), timeout=60_000)
+    expect(page.locator("#message")).to_contain_text(f"Scored {b.name}", timeout=60_000)
+    verdict = page.locator("#saved").inner_text()
+    stored = [sha for (sha,) in _rows(db, "sha256")]
+    assert _sha(a) not in stored, f"an answer was stored for {a.name}, the X-ray being left: {verdict}"
+    if verdict.startswith("Saved"):
+        assert stored[-1] == _sha(b) and b.name in verdict
+    else:
+        assert "still changing" in verdict and len(stored) == 1, verdict
+    page.wait_for_timeout(1500)  # the message stays after the page has caught up
+    assert page.locator("#saved").inner_text() == verdict
+
+
+def review_upload(page, url: str, xray: Path, junk: Path, db: Path, inbox: list[Path]) -> None:
+    """A second page: only unanswered X-rays listed; an upload answered and stored; a non-image refused."""
+    from playwright.sync_api import expect
+
+    def drop(path):  # as a person does: click the drop zone, pick the file
         with page.expect_file_chooser() as chooser:
             page.locator("#upload button").first.click()
         chooser.value.set_files(str(path))
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_browser_path(), args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.goto(url)
-        drop(page, xray)
-        expect(page.locator("#call")).to_contain_text("P(pneumonia)", timeout=120_000)
-        expect(page.locator("#gradcam img")).to_be_visible(timeout=60_000)
-        expect(page.locator("#xray img")).to_be_visible()
-        page.locator("#reviewer textarea, #reviewer input").first.fill("dr browser")
-        page.locator("h1").first.click()  # focus off the text box, so a key is a shortcut
-        page.keyboard.press("n")
-        expect(page.locator('#answer input[value="normal"]')).to_be_checked()
-        page.locator("#note textarea, #note input").first.fill("clear lungs, browser test")
-        if screenshot is not None:
-            page.screenshot(path=str(screenshot), full_page=True)
-        page.locator("#save").click()
-        expect(page.locator("#message")).to_contain_text("Saved answer", timeout=60_000)
-        assert rows() == [("normal", "clear lungs, browser test", "dr browser")]
-        page.locator("#upload button[aria-label*='Clear'], #upload button[title*='Clear']").first.click()
-        drop(page, junk)
-        expect(page.locator("#message")).to_contain_text("Not scored", timeout=60_000)
-        expect(page.locator("#message")).to_contain_text(junk.name)
-        page.locator("#save").click()
-        expect(page.locator("#message")).to_contain_text("Not saved")
-        assert len(rows()) == 1, "a refused file stored nothing"
-        browser.close()
+    page.goto(url)
+    answered = {sha for (sha,) in _rows(db, "sha256")}
+    expect(page.locator("#message")).to_contain_text("Scored", timeout=120_000)
+    assert _listed(page) == [p.name for p in inbox if _sha(p) not in answered]
+    before = len(_rows(db))
+    drop(xray)
+    expect(page.locator("#message")).to_contain_text(f"Scored {xray.name}", timeout=120_000)
+    expect(page.locator("#gradcam img")).to_be_visible(timeout=60_000)
+    _call_agrees_with_type(page)
+    page.locator("#reviewer textarea, #reviewer input").first.fill("dr browser")
+    page.locator("h1").first.click()
+    page.keyboard.press("n")
+    expect(page.locator('#answer input[value="normal"]')).to_be_checked()
+    page.locator("#note textarea, #note input").first.fill("clear lungs, browser test")
+    page.locator("#save").click()
+    expect(page.locator("#saved")).to_contain_text("Saved answer", timeout=60_000)
+    assert _rows(db)[before:] == [("normal", "clear lungs, browser test", "dr browser")]
+    assert _rows(db, "sha256")[-1] == (_sha(xray),)
+    page.locator("#upload button[aria-label*='Clear'], #upload button[title*='Clear']").first.click()
+    drop(junk)
+    expect(page.locator("#message")).to_contain_text("Not scored", timeout=60_000)
+    expect(page.locator("#message")).to_contain_text(junk.name)
+    page.locator("#save").click()
+    expect(page.locator("#saved")).to_contain_text("Not saved")
+    assert len(_rows(db)) == before + 1, "a refused file stored nothing"
 
 
 @pytest.mark.real_data
 def test_review_page_in_a_real_browser(real_224, tmp_path):
+    from playwright.sync_api import sync_playwright
+
     _browser_path()
     models = _small_models(tmp_path / "models")
     db, port = tmp_path / "reviews.sqlite", _free_port()
     junk = tmp_path / "notes.jpeg"
     junk.write_text("minutes of the ward meeting, not an X-ray")
+    (tmp_path / "inbox").mkdir()
+    inbox = []
+    for f in sorted((real_224 / "test" / "PNEUMONIA").glob("*.jpeg"))[:3]:
+        inbox.append(tmp_path / "inbox" / f.name)
+        inbox[-1].write_bytes(f.read_bytes())
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pneumonia_cxr.review", "--models", str(models), "--db", str(db), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = [sys.executable, "-m", "pneumonia_cxr.review", "--models", str(models), "--db", str(db)]
+    command += ["--port", str(port), "--inbox", str(tmp_path / "inbox")]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -136,8 +207,13 @@ def test_review_page_in_a_real_browser(real_224, tmp_path):
             time.sleep(1)
         else:
             pytest.fail("the review app did not start within 3 minutes")
+        url = f"http://127.0.0.1:{port}"
         xray = sorted((real_224 / "test" / "NORMAL").glob("*.jpeg"))[0]
-        review_in_browser(f"http://127.0.0.1:{port}", xray, junk, db)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_browser_path(), args=CHROMIUM_FLAGS, headless=True)
+            review_inbox(browser.new_page(viewport={"width": 1280, "height": 1100}), url, inbox, db)
+            review_upload(browser.new_page(viewport={"width": 1280, "height": 1100}), url, xray, junk, db, inbox)
+            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)

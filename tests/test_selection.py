@@ -70,7 +70,7 @@ def test_other_images_are_refused(tmp_path):
 
 def test_the_recorded_choice_is_what_every_reader_gets(tmp_path):
     from pneumonia_cxr.io import read_json, write_json
-    from pneumonia_cxr.results import load_metrics
+    from pneumonia_cxr.records import load_metrics
 
     _val_shifts(tmp_path, {"ensemble": 0.45, "sharp": 0.15})
     binary = lambda j: {

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pneumonia_cxr import report
-from pneumonia_cxr.results import seed_runs
+from pneumonia_cxr.seeds import seed_runs
 from pneumonia_cxr.selection import choose_model
 from pneumonia_cxr.targets import TARGETS, _auc, shown, targets_table, ternary_ci, verdict
 

@@ -5,6 +5,9 @@ from observed frequencies. Platt scaling, p' = sigmoid(a * logit(p) + b) with a 
 images (never test). It is increasing, so the decision at the validation-chosen threshold t is the same as the
 decision at sigmoid(a * logit(t) + b) on the calibrated scale: the threshold moves with the probabilities and no
 decision changes. A slope and an intercept suit a shifted base rate, which a temperature alone cannot correct.
+
+A calibrated probability is calibrated for the share of pneumonia of the set it was fitted on (`prevalence` in
+`fit_platt`'s parameters, saved with the model); `at_prevalence` moves it to another share in closed form.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def fit_platt(y, p) -> dict:
         p: the model's probabilities for label 1.
 
     Returns:
-        {"method": "platt", "a": slope > 0, "b": intercept}.
+        {"method": "platt", "a": slope > 0, "b": intercept, "prevalence": the share of label 1 in `y`, the base rate
+        the calibrated probabilities are calibrated for (`at_prevalence` needs it)}.
     """
     from scipy.optimize import minimize
 
@@ -40,7 +44,7 @@ def fit_platt(y, p) -> dict:
         return float(np.sum(np.logaddexp(0, s) - y * s))  # -log likelihood of a logistic model, stable
 
     best = minimize(nll, x0=np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
-    return {"method": "platt", "a": float(np.exp(best.x[0])), "b": float(best.x[1])}
+    return {"method": "platt", "a": float(np.exp(best.x[0])), "b": float(best.x[1]), "prevalence": float(y.mean())}
 
 
 def calibrate(p, params: dict | None) -> np.ndarray:
@@ -48,6 +52,31 @@ def calibrate(p, params: dict | None) -> np.ndarray:
     if params is None:
         return np.asarray(p, dtype=np.float64).reshape(-1)
     return 1 / (1 + np.exp(-(params["a"] * _logit(p) + params["b"])))
+
+
+def at_prevalence(p, prevalence: float, fitted_prevalence: float) -> np.ndarray:
+    """Calibrated probabilities moved to another share of pneumonia (a prior shift, in closed form).
+
+    Bayes' rule with the class-conditional image distributions unchanged: the log-odds move by the change in prior
+    log-odds, logit(p') = logit(p) + logit(prevalence) - logit(fitted_prevalence). Increasing in `p`, so an
+    operating point chosen on the unshifted scale keeps its decisions when its threshold is moved the same way.
+
+    Args:
+        p: calibrated probabilities (Platt scaling fitted where the share of pneumonia was `fitted_prevalence`).
+        prevalence: the expected share of pneumonia where the model is used, in (0, 1).
+        fitted_prevalence: the share on the set calibration was fitted on (`fit_platt`'s "prevalence"), in (0, 1).
+
+    Returns:
+        The probabilities at `prevalence`, float64, flat.
+
+    Raises:
+        ValueError: a prevalence that is not a finite number strictly between 0 and 1.
+    """
+    for name, value in (("prevalence", prevalence), ("fitted_prevalence", fitted_prevalence)):
+        if not (isinstance(value, int | float) and 0 < value < 1):  # NaN fails both comparisons
+            raise ValueError(f"{name} must be a number in (0, 1), not {value!r}")
+    shift = float(_logit([prevalence])[0] - _logit([fitted_prevalence])[0])
+    return 1 / (1 + np.exp(-(_logit(p) + shift)))
 
 
 def expected_calibration_error(y, p, n_bins: int = 10) -> float:

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .formatting import value_ci
 from .io import read_json
-from .results import load_metrics
+from .records import load_metrics
 from .selection import choose_model
-
-
-def _ci(value, lo, hi) -> str:
-    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo == lo else f"{value:.3f}"
 
 
 def model_card(reports_dir: str | Path = "reports") -> str:
@@ -60,7 +57,7 @@ def model_card(reports_dir: str | Path = "reports") -> str:
         "## Metrics (test, at the validation-chosen threshold, 95% CI from a patient bootstrap)",
         "| metric | value [95% CI] |",
         "|---|---|",
-        *[f"| {k} | {_ci(t[k], *ci[k])} |" for k in ("roc_auc", "accuracy", "sensitivity", "specificity")],
+        *[f"| {k} | {value_ci(t[k], *ci[k])} |" for k in ("roc_auc", "accuracy", "sensitivity", "specificity")],
     ]
     gap_file = metrics_dir / "val_vs_test.csv"
     if gap_file.exists():
@@ -72,8 +69,8 @@ def model_card(reports_dir: str | Path = "reports") -> str:
             "|---|---|---|---|",
         ]
         lines += [
-            f"| {r['subgroup']} | {r['metric']} | {_ci(r['val value'], r['val ci_low'], r['val ci_high'])} | "
-            f"{_ci(r['test value'], r['test ci_low'], r['test ci_high'])} |"
+            f"| {r['subgroup']} | {r['metric']} | {value_ci(r['val value'], r['val ci_low'], r['val ci_high'])} | "
+            f"{value_ci(r['test value'], r['test ci_low'], r['test ci_high'])} |"
             for _, r in gap.iterrows()
         ]
     cal = m.get("calibration")

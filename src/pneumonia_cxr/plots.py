@@ -163,7 +163,7 @@ def prevalence_curve(sensitivity: float, specificity: float, path=None, marks=(0
 
 def val_vs_test(table: pd.DataFrame, model: str, path=None):
     """What validation promised and what test gave, per subgroup, for one model: each rate with its 95% CI on both
-    splits (`results.val_vs_test`'s table)."""
+    splits (`tables.val_vs_test`'s table)."""
     rows = table[table["model"] == model].reset_index(drop=True)
     labels = [f"{r.metric}, {r.subgroup}" for r in rows.itertuples()]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))

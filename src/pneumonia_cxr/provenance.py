@@ -1,6 +1,6 @@
 """Where a notebook's numbers come from: a short hash of the code that decides them (its code cells and the package
 modules they load, followed through imports). The runner writes it to run.json for every notebook; a run of another
-seed counts beside the main run only when every fingerprint matches (`results.seed_runs`).
+seed counts beside the main run only when every fingerprint matches (`seeds.seed_runs`).
 
 No notebook imports this module, so editing it changes no fingerprint. The commit a result was made with is
 `train.git_commit` (notebooks load that one).
@@ -101,11 +101,39 @@ def code_fingerprint(notebook: str | Path, package_dir: Path = PACKAGE) -> str:
     parameter defaults included (injected parameters, markdown and outputs left out), and every package module those
     cells import, directly or through other modules, each as `normalised_code` (comments, docstrings and layout do not
     count). Two runs of a notebook with the same fingerprint ran the same code; a change to a module the notebook
-    never loads (the runner, the report) leaves it alone."""
+    never loads (the runner, the report) leaves it alone.
+
+    Args:
+        notebook: the notebook, relative to the repository root (or absolute).
+        package_dir: the package whose modules count (a test passes a throwaway one).
+
+    Returns:
+        12 hex digits.
+    """
+    return cells_fingerprint(_code_cells(ROOT / notebook), package_dir)
+
+
+def module_fingerprint(module: str, args: list[str] = (), package_dir: Path = PACKAGE) -> str:
+    """`code_fingerprint` of a command stage, `python -m module args...`: the module, every package module it
+    imports, and its arguments (as declared, before the run's parameters fill them in).
+
+    Args:
+        module: dotted name, e.g. `pneumonia_cxr.ood`.
+        args: the stage's declared arguments.
+        package_dir: as in `code_fingerprint`.
+
+    Returns:
+        12 hex digits (a module not there yet hashes as just its name: it changes once the module exists).
+    """
+    return cells_fingerprint([f"import {module}", repr(list(args))], package_dir)
+
+
+def cells_fingerprint(cells: list[str], package_dir: Path = PACKAGE) -> str:
+    """The hash behind `code_fingerprint`: `cells` (Python or IPython source) and the package modules they load, each
+    as `normalised_code`, the modules named by their path inside the package's parent."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     to_python = TransformerManager().transform_cell
-    cells = _code_cells(ROOT / notebook)
     digest = hashlib.sha256()
     for path in imported_sources(cells, package_dir):
         digest.update(

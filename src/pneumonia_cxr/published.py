@@ -60,14 +60,3 @@ def official_test_anchors() -> pd.DataFrame:
     """One row per published result on the official test split; a blank where the source reports no such number."""
     cols = ["source", "model", "chosen on test", "roc_auc", "accuracy", "sensitivity", "specificity"]
     return pd.DataFrame(OFFICIAL_TEST).reindex(columns=cols)
-
-
-def anchors_sentence() -> str:
-    """One line: what honest (validation-chosen) published results on the official test split reach."""
-    t = official_test_anchors()
-    honest = t[t["chosen on test"] != "yes"]
-    auc, acc = honest["roc_auc"].dropna(), honest["accuracy"].dropna()
-    return (
-        f"Published results chosen on validation reach AUC {auc.min():.3f}-{auc.max():.3f} and accuracy "
-        f"{acc.min():.3f}-{acc.max():.3f} on the same 624 images (`published.py`)."
-    )

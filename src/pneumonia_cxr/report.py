@@ -14,20 +14,22 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .config import settings
 from .io import read_json
-from .results import headline_table, load_metrics, seed_runs, seed_table
-from .runner import NOTEBOOKS, out_of_date
+from .records import load_metrics
+from .seeds import seed_runs, seed_table
 from .selection import choose_model
+from .stages import STAGES, out_of_date
+from .tables import headline_table
 from .targets import shown, targets_table
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
 
 
 def markdown_table(df: pd.DataFrame) -> str:
+    """`df` as a GitHub Markdown table, index left out (pandas' `to_markdown` needs tabulate, not installed here)."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -112,12 +114,18 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
-    """What in `reports_dir` the committed code would no longer make, one line each (empty: all current): a notebook
-    of the main run or of another seed's run that is out of date (`runner.out_of_date`: its code, or a module it loads,
-    changed since it ran, or it read results another notebook has since made again), a run of another seed that the
+    """What in `reports_dir` the committed code would no longer make, one line each (empty: all current): a stage of
+    the main run or of another seed's run that is out of date (`stages.out_of_date`: its code, or a module it loads,
+    changed since it ran, or it read results another stage has since made again), a run of another seed that the
     final notebook would skip, and a seed table or a targets table (the final notebook's `seed_table.csv`,
-    `targets.csv`) that differs from what those runs give now, i.e. the final notebook last ran before them; and the
-    aspect-offset ablation that notebook 03 shows, if made beside another scratch CNN (`stale_ablation`)."""
+    `targets.csv`) that differs from what those runs give now, i.e. the final notebook last ran before them.
+
+    Args:
+        reports_dir: a run's reports folder (metrics/run.json, seeds/*/metrics/run.json).
+
+    Returns:
+        One line per problem, naming the file it is in and what to run.
+    """
     metrics_dir = Path(reports_dir) / "metrics"
     if not (metrics_dir / "run.json").exists():
         return [f"{metrics_dir / 'run.json'}: missing (no complete run)"]
@@ -125,10 +133,11 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
         f"{nb}: {why} ({metrics_dir / 'run.json'}); run it again"
         for nb, why in out_of_date(read_json(metrics_dir / "run.json").get("notebooks", {})).items()
     ]
+    seed_stages = [stage for stage in STAGES if stage.seed_runs]
     for seed_log in sorted((Path(reports_dir) / "seeds").glob("*/metrics/run.json")):
         problems += [
             f"{nb}: {why} ({seed_log}); run it again (`runner --stale` with that seed's folders)"
-            for nb, why in out_of_date(read_json(seed_log).get("notebooks", {}), NOTEBOOKS[:-1]).items()
+            for nb, why in out_of_date(read_json(seed_log).get("notebooks", {}), seed_stages).items()
         ]
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
@@ -154,33 +163,7 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
             problems.append(
                 f"{targets}: differs from what the runs under {reports_dir} give; run the final notebook again"
             )
-    return problems + stale_ablation(metrics_dir)
-
-
-# aspect_offset_ablation.csv's contract, written by benchmarks/aspect_offset_ablation.py and checked here
-ABLATION_BASELINE = "no offset (scratch_cnn)"  # the rows copied from notebook 03's scratch_cnn_val_robustness.csv
-ABLATION_COLUMNS = ["roc_auc", "sensitivity", "specificity"]
-
-
-def stale_ablation(metrics_dir: str | Path) -> list[str]:
-    """`aspect_offset_ablation.csv` (`benchmarks/aspect_offset_ablation.py`, shown by notebook 03) made beside another
-    scratch CNN than the one of this run: its copy of notebook 03's rows must match `scratch_cnn_val_robustness.csv`."""
-    ablation, scratch = (
-        Path(metrics_dir) / "aspect_offset_ablation.csv",
-        Path(metrics_dir) / "scratch_cnn_val_robustness.csv",
-    )
-    if not ablation.exists():
-        return []
-    table = pd.read_csv(ablation)
-    copied = table[table["model"] == ABLATION_BASELINE].set_index("shift")
-    if not scratch.exists() or copied.empty:
-        return [f"{ablation}: no scratch CNN to compare it with; run notebook 03, then `make aspect-ablation`"]
-    now = pd.read_csv(scratch).set_index("shift").reindex(copied.index)[ABLATION_COLUMNS]
-    if not np.allclose(copied[ABLATION_COLUMNS].to_numpy(float), now.to_numpy(float), atol=1e-9, equal_nan=False):
-        return [
-            f"{ablation}: made beside another scratch CNN than {scratch.name} shows; run `make aspect-ablation` again"
-        ]
-    return []
+    return problems
 
 
 def render_readme(readme: str, reports_dir="reports") -> str:
@@ -215,7 +198,7 @@ def main(argv=None) -> int:
         for problem in problems:
             print(f"stale: {problem}")
         if problems:
-            print("run the notebooks named above again (`make refresh`), then `python -m pneumonia_cxr.report`")
+            print("run the stages named above again (`make refresh`), then `python -m pneumonia_cxr.report`")
             return 1
         print(f"{path} and {card_path} match {args.reports}/, and {args.reports}/ the code")
         return 0

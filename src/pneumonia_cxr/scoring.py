@@ -1,9 +1,12 @@
 """Score new X-ray files with saved models: the one path from a file to a decision, for `predict` and the review app.
 
-Invariant: an image is decoded by `data.decode` and preprocessed as the model's metadata says (size, resize mode,
-thorax scale), every model sees all the images in batches, and the reported P(pneumonia) is calibrated with the
-threshold on the same scale (the decision is the one made at the validation-chosen threshold). A file that cannot be
-scored is an error line naming it; the others are scored all the same.
+Invariant: a model is used only once its metadata passed `model_metadata.read_metadata`; an image is decoded by
+`data.decode` and preprocessed as the model's metadata says (size, resize mode, thorax scale), and every model sees all
+the images in batches. One probability story: the reported P(pneumonia) is calibrated (and, given a prevalence, moved
+to it), the threshold shown is on the same scale, the decision is the one made at the validation-chosen threshold
+(a prevalence moves the probability and the threshold together, never the decision), and the ternary panel's P(normal)
+is 1 - that P(pneumonia) with a label that agrees with the decision. A file that cannot be scored is an error line
+naming it; the others are scored all the same.
 """
 
 from __future__ import annotations
@@ -12,43 +15,98 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import calibrate
+from .calibration import at_prevalence, calibrate
 from .data.decode import ImageDecodeError, load_image
 from .data.thorax import normalise_thorax_scale
 from .inference import predict_batches
-from .ternary import with_binary_normal
+from .model_metadata import MetadataError, read_metadata
+from .ternary import ternary_labels, with_calibrated_normal
 from .train import ModelFileError, load_model
+
+OOD_IMAGE_SIZE = 224  # px: the side an out-of-distribution check gets its images at, unless it has `image_size`
 
 
 class ScorerError(ValueError):
     """A model that cannot be used for scoring; the message names the file."""
 
 
+def ood_check_beside(model_path: str | Path):
+    """The out-of-distribution check saved in the model's folder by `python -m pneumonia_cxr.ood fit` (`make all`
+    runs it), or None where that folder has none.
+
+    Raises:
+        ScorerError: a check that is there but damaged or inconsistent (the message names the file).
+    """
+    from .ood import MODEL_FILE, OodCheck, OodFileError
+
+    folder = Path(model_path).parent
+    if not (folder / MODEL_FILE).exists():
+        return None
+    try:
+        return OodCheck.load(folder)
+    except OodFileError as exc:
+        raise ScorerError(str(exc)) from exc
+
+
 class Scorer:
-    """A binary model (and optionally the ternary one) loaded in safe mode with their metadata.
+    """A binary model (and optionally the ternary one) loaded in safe mode with their validated metadata.
 
     Args:
         model_path: the binary `.keras` model (its `.json` beside it, with a threshold).
-        ternary_path: the normal / bacterial / viral model, combined with the binary one as notebook 07 does.
+        ternary_path: the normal / bacterial / viral model; it splits the binary P(pneumonia) into subtypes.
+        prevalence: the expected share of pneumonia where the model is used, in (0, 1); the calibrated probability is
+            moved to it (`calibration.at_prevalence`). Needs a calibration that records the share it was fitted on.
+        ood: an optional out-of-distribution check with `.scores(images) -> (N,) float` and `.threshold`, given the
+            decoded images ((N, S, S) uint8, squashed to S = its `image_size` attribute, else `OOD_IMAGE_SIZE`). Each
+            row then gets `ood_score`; an image scored above the check's threshold is refused before any model sees
+            it ("not a frontal chest X-ray (score ...)", in the errors), so it gets no pneumonia call.
 
     Raises:
-        ScorerError: a model missing, not loadable in safe mode, or not of the expected kind.
+        ScorerError: a model missing, not loadable in safe mode, of another kind, metadata outside its schema, or a
+            prevalence the model cannot take.
     """
 
-    def __init__(self, model_path: str | Path, ternary_path: str | Path | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        ternary_path: str | Path | None = None,
+        *,
+        prevalence: float | None = None,
+        ood=None,
+    ):
         try:
-            self.model, self.meta = load_model(model_path)
-            self.ternary = load_model(ternary_path) if ternary_path else None
-        except ModelFileError as exc:
+            self.meta = read_metadata(model_path, "binary")
+            t_meta = read_metadata(ternary_path, "ternary") if ternary_path else None
+            self.model, _ = load_model(model_path)
+            self.ternary = (load_model(ternary_path)[0], t_meta) if ternary_path else None
+        except (MetadataError, ModelFileError) as exc:
             raise ScorerError(str(exc)) from exc
         self.model_path = str(model_path)
-        if self.meta.get("task") != "binary" or self.meta.get("threshold") is None:
-            raise ScorerError(f"{model_path}: not a binary model with a saved threshold")
-        ternary_meta = self.ternary[1] if self.ternary else {}
-        if self.ternary and (ternary_meta.get("task") != "ternary" or len(ternary_meta.get("classes") or []) != 3):
-            raise ScorerError(f"{ternary_path}: not a ternary (normal, bacterial, viral) model")
-        calibration = self.meta.get("calibration")
-        self.threshold = float(calibrate([self.meta["threshold"]], calibration)[0]) if calibration else None
+        self.calibration = self.meta.get("calibration")
+        self.prevalence = self._checked_prevalence(prevalence, model_path)
+        self.ood = ood
+        self.threshold = float(self.shown([self.meta["threshold"]])[0])  # on the scale of the probability shown
+
+    def _checked_prevalence(self, prevalence, model_path) -> float | None:
+        if prevalence is None:
+            return None
+        if not (isinstance(prevalence, int | float) and 0 < prevalence < 1):
+            raise ScorerError(f"prevalence must be a number in (0, 1), not {prevalence!r}")
+        if not (self.calibration and self.calibration.get("prevalence")):
+            raise ScorerError(
+                f"{Path(model_path).with_suffix('.json')}: calibration.prevalence missing (the share of pneumonia "
+                "calibration was fitted on), which a prevalence needs; save the model again with this version"
+            )
+        return float(prevalence)
+
+    def calibrated(self, raw) -> np.ndarray:
+        """Raw P(pneumonia) -> calibrated (unchanged for a model saved without calibration)."""
+        return calibrate(raw, self.calibration) if self.calibration else np.asarray(raw, np.float64).reshape(-1)
+
+    def shown(self, raw) -> np.ndarray:
+        """Raw P(pneumonia) -> the probability reported: calibrated, and moved to `prevalence` when one is given."""
+        p = self.calibrated(raw)
+        return p if self.prevalence is None else at_prevalence(p, self.prevalence, self.calibration["prevalence"])
 
     @staticmethod
     def preprocess(path, meta: dict, decoded: np.ndarray | None = None) -> np.ndarray:
@@ -62,13 +120,8 @@ class Scorer:
     def _predict(self, model, images: list[np.ndarray], batch_size: int) -> np.ndarray:
         return predict_batches(model, np.stack(images), batch_size)
 
-    def score_files(self, paths: list[str], batch_size: int = 64) -> tuple[list[dict], list[tuple[str, str]]]:
-        """Score every file that can be decoded, one batched call per model.
-
-        Returns:
-            (rows, errors): a row per scored file (image, p_pneumonia calibrated, p_raw, threshold on the calibrated
-            scale, decision, ternary probabilities), and (path, message) for each file refused.
-        """
+    def _decode(self, paths) -> tuple[list[str], list[np.ndarray], list[np.ndarray], list[tuple[str, str]]]:
+        """(kept paths, preprocessed images, decoded images, (path, message) of each refused file)."""
         kept, images, decoded, errors = [], [], [], []
         for path in paths:
             try:
@@ -78,30 +131,73 @@ class Scorer:
                 kept.append(str(path))
             except (ImageDecodeError, OSError, ValueError) as exc:
                 errors.append((str(path), str(exc) if str(path) in str(exc) else f"{path}: {exc}"))
+        return kept, images, decoded, errors
+
+    def score_files(self, paths: list[str], batch_size: int = 64) -> tuple[list[dict], list[tuple[str, str]]]:
+        """Score every file that can be decoded, one batched call per model.
+
+        Returns:
+            (rows, errors): a row per scored file, and (path, message) for each file refused. A row: image,
+            p_pneumonia (calibrated; at `prevalence` when given), p_raw, threshold (on p_pneumonia's scale), decision
+            (at the validation-chosen threshold); with a prevalence also prevalence and p_calibrated (before the
+            move); with a ternary model ternary ({class: probability}, `with_calibrated_normal`) and ternary_label
+            (`ternary_labels`: agrees with the decision); with an OOD check ood_score and out_of_distribution.
+        """
+        kept, images, decoded, errors = self._decode(paths)
+        ood_scores = self._ood_scores(kept, decoded) if self.ood is not None and kept else None
+        if ood_scores is not None:
+            taken = ood_scores <= self.ood.threshold
+            errors += [
+                (
+                    p,
+                    f"{p}: not a frontal chest X-ray (score {s:.2f}, above {self.ood.threshold:.2f}); no call",
+                )
+                for p, s, ok in zip(kept, ood_scores, taken)
+                if not ok
+            ]
+            kept, images, decoded = ([x for x, ok in zip(xs, taken) if ok] for xs in (kept, images, decoded))
+            ood_scores = ood_scores[taken]
         if not kept:
             return [], errors
         raw = self._predict(self.model, images, batch_size).ravel()
-        calibration = self.meta.get("calibration")
-        shown = calibrate(raw, calibration) if calibration else raw
-        threshold = self.threshold if calibration else self.meta["threshold"]
-        rows = [
-            {
+        calibrated, shown = self.calibrated(raw), self.shown(raw)
+        pneumonia = raw >= self.meta["threshold"]  # the validation-chosen operating point, whatever is shown
+        rows = []
+        for path, p, c, r, call in zip(kept, shown, calibrated, raw, pneumonia):
+            row = {
                 "image": path,
                 "p_pneumonia": round(float(p), 4),
                 "p_raw": round(float(r), 4),
-                "threshold": round(float(threshold), 4),
-                "decision": "PNEUMONIA" if r >= self.meta["threshold"] else "NORMAL",
+                "threshold": round(self.threshold, 4),
+                "decision": "PNEUMONIA" if call else "NORMAL",
             }
-            for path, p, r in zip(kept, shown, raw)
-        ]
+            if self.prevalence is not None:
+                row.update(prevalence=self.prevalence, p_calibrated=round(float(c), 4))
+            rows.append(row)
         if self.ternary:
-            t_model, t_meta = self.ternary
-            same = (t_meta["image_size"], t_meta["resize"]) == (self.meta["image_size"], self.meta["resize"])
-            t_images = [self.preprocess(p, t_meta, d if same else None) for p, d in zip(kept, decoded)]
-            probs = with_binary_normal(self._predict(t_model, t_images, batch_size), raw)
-            for row, pr in zip(rows, probs):
-                row["ternary"] = {c: round(float(v), 4) for c, v in zip(t_meta["classes"], pr)}
+            self._add_ternary(rows, kept, decoded, shown, pneumonia, batch_size)
+        if ood_scores is not None:
+            for row, score in zip(rows, ood_scores):
+                row["ood_score"] = round(float(score), 4)
         return rows, errors
+
+    def _add_ternary(self, rows, kept, decoded, shown, pneumonia, batch_size) -> None:
+        t_model, t_meta = self.ternary
+        same = (t_meta["image_size"], t_meta["resize"]) == (self.meta["image_size"], self.meta["resize"])
+        t_images = [self.preprocess(p, t_meta, d if same else None) for p, d in zip(kept, decoded)]
+        probs = with_calibrated_normal(self._predict(t_model, t_images, batch_size), shown)
+        labels = ternary_labels(probs, pneumonia, t_meta["classes"])
+        for row, pr, label in zip(rows, probs, labels):
+            row["ternary"] = {c: round(float(v), 4) for c, v in zip(t_meta["classes"], pr)}
+            row["ternary_label"] = label
+
+    def _ood_scores(self, kept, decoded) -> np.ndarray:
+        """The out-of-distribution scores of the decoded images (decoded again, squashed, where the check wants
+        another size or resize mode than the binary model)."""
+        size = int(getattr(self.ood, "image_size", OOD_IMAGE_SIZE))
+        same = (size, "squash") == (self.meta["image_size"], self.meta["resize"])
+        images = np.stack([d if same else load_image(p, size, "squash") for p, d in zip(kept, decoded)])
+        return np.asarray(self.ood.scores(images), dtype=np.float64).reshape(-1)
 
     def explain(self, path, pneumonia: bool) -> tuple[np.ndarray, np.ndarray]:
         """(image as the model sees it, Grad-CAM heat map of the decision `pneumonia`) for one file."""

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from .evaluate import patient_resamples
+from .formatting import value_ci
 from .selection import choose_model
 
 REPORTED_TERNARY = "ternary_with_ensemble"  # the ternary probabilities `predict` gives (notebook 07)
@@ -164,14 +165,10 @@ def targets_table(
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The table for reading: value and CI in one column."""
-    fmt = lambda v, lo, hi: (
-        f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
-        if lo == lo
-        # noqa: E731 (NaN: no CI)
-        else f"{v:.1f}"
-        if v >= 10
-        else f"{v:.3f}"
-    )
-    return table.assign(
-        **{"value [95% CI]": [fmt(*r) for r in zip(table["value"], table["ci_low"], table["ci_high"])]}
-    )[["task", "target", "model", "value [95% CI]", "verdict", "runs meeting it"]]
+    text = [
+        f"{v:.1f}" if lo != lo and v >= 10 else value_ci(v, lo, hi)  # no CI: minutes, say, to one decimal
+        for v, lo, hi in zip(table["value"], table["ci_low"], table["ci_high"])
+    ]
+    return table.assign(**{"value [95% CI]": text})[
+        ["task", "target", "model", "value [95% CI]", "verdict", "runs meeting it"]
+    ]

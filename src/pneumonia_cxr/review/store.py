@@ -3,7 +3,9 @@
 Invariant: an answer, once stored, is never updated or deleted (triggers refuse both); a second answer for the same
 image (by its SHA-256) is a new row. The database runs in WAL mode with a busy timeout, every write opens its own
 connection and commits at once, and a write that still finds the database locked is retried, then raised as
-`ReviewStoreError` for the page to show: an answer is stored or the reviewer is told, never lost silently.
+`ReviewStoreError` for the page to show: an answer is stored or the reviewer is told, never lost silently. Only
+regular files are read (a FIFO or device named like an image is refused, never waited on), and the CSV export
+neutralises text cells that a spreadsheet would run as a formula.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import sqlite3
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +25,8 @@ import pandas as pd
 
 ANSWERS = ("agree", "normal", "bacterial", "viral", "not readable")
 TERNARY_OF = {"normal": "normal", "bacteria": "bacterial", "virus": "viral"}  # the model's class names -> answers
+TERNARY_COLUMNS = ["p_normal", "p_bacterial", "p_viral"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: a cell starting so is run as a formula
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS answers (
@@ -51,9 +57,23 @@ class ReviewStoreError(RuntimeError):
     """The database cannot be opened or written; the message names it and says what to do."""
 
 
+class NotARegularFileError(OSError):
+    """A path that is not a regular file (a FIFO, a device, a folder); the message names it."""
+
+
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    """The SHA-256 of a regular file's bytes, the identity an answer is stored under.
+
+    Raises:
+        NotARegularFileError: `path` is a FIFO, socket, device or folder (opened without blocking, so a FIFO with no
+            writer cannot hang the caller).
+        OSError: `path` cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise NotARegularFileError(f"{path}: not a regular file")
+        digest = hashlib.sha256()
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -160,8 +180,11 @@ def labelled(answers: pd.DataFrame) -> pd.DataFrame:
     """Answers with the reviewer's label spelled out: `label` (normal / bacterial / viral, or the model's own call
     for "agree"; empty for "not readable") and `label_binary` (NORMAL / PNEUMONIA)."""
     out = answers.copy()
-    ternary_call = out[["p_normal", "p_bacterial", "p_viral"]].idxmax(axis=1, skipna=True).str.removeprefix("p_")
-    ternary_call = ternary_call.where(out[["p_normal", "p_bacterial", "p_viral"]].notna().all(axis=1), "")
+    probs = out[TERNARY_COLUMNS].astype("float64")
+    complete = probs.notna().all(axis=1)  # rows stored without a ternary model have none: no ternary call
+    ternary_call = pd.Series("", index=out.index, dtype=object)
+    if complete.any():
+        ternary_call[complete] = probs[complete].idxmax(axis=1).str.removeprefix("p_")
     model_label = np.where(
         out["decision"] == "NORMAL",
         "normal",
@@ -174,14 +197,30 @@ def labelled(answers: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `table` whose text cells starting with = + - @ tab or CR get a leading single quote (OWASP's
+    defence against CSV injection), so a spreadsheet shows them as text instead of running them."""
+    out = table.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+            )
+    return out
+
+
 def export_csv(store: ReviewStore, out: str | Path) -> Path:
-    """All answers as a labelled CSV (one row per answer, `latest` marking the one that counts)."""
-    table = labelled(store.answers())
+    """All answers as a labelled CSV (one row per answer, `latest` marking the one that counts), text cells
+    neutralised against formula injection and quoted (a CR in a note cannot end a row), written to a temporary file
+    and renamed over `out`."""
+    table = neutralise_formulas(labelled(store.answers()))
     buffer = io.StringIO()
-    table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL)
+    table.to_csv(buffer, index=False, quoting=csv.QUOTE_NONNUMERIC)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(buffer.getvalue())
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, out)
     return out
 
 

@@ -6,9 +6,9 @@ widened by 1.52/1.21, its sides cropped) for the profile's `ablation_epochs`, se
 puts it beside notebook 03's model (its `scratch_cnn_val_robustness.csv`) on the validation images as they are, with
 each class squashed as if from the other's typical original (`aspect swapped`), and with every image's sides or top and
 bottom cropped. Validation only: no test image is read. Compare how each model moves between the rows, not their levels.
-It ran at the end of notebook 03 until session 30; the 45-minute profile no longer pays its 2.5-3 minutes.
+It ran at the end of notebook 03 until 187739e; the 45-minute profile no longer pays its 2.5-3 minutes.
 
-    python benchmarks/aspect_offset_ablation.py --data-dir ../shared/data/chest_xray_224
+    python experiments/aspect_offset_ablation.py --data-dir ../shared/data/chest_xray_224
     # after notebook 03; about 3 minutes on 2 cores; writes reports/metrics/aspect_offset_ablation.csv
 """
 
@@ -26,14 +26,14 @@ from pneumonia_cxr.data import class_weights, make_dataset  # noqa: E402
 from pneumonia_cxr.evaluate import choose_threshold, robustness_table  # noqa: E402
 from pneumonia_cxr.models import build_scratch_cnn  # noqa: E402
 from pneumonia_cxr.notebook import setup  # noqa: E402
-from pneumonia_cxr.report import ABLATION_BASELINE as WITHOUT  # noqa: E402  (report.stale_ablation checks those rows)
-from pneumonia_cxr.report import ABLATION_COLUMNS as COLUMNS  # noqa: E402
-from pneumonia_cxr.results import predict_binary  # noqa: E402
+from pneumonia_cxr.predictions import predict_binary  # noqa: E402
 from pneumonia_cxr.train import compile_model, fit, kept_epoch, write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIFTS = ["none", "aspect swapped", "width stretched x1.26", "height stretched x1.26"]
 WITH = "with the offset (ablation)"
+WITHOUT = "no offset (scratch_cnn)"  # the rows copied from notebook 03's scratch_cnn_val_robustness.csv
+COLUMNS = ["roc_auc", "sensitivity", "specificity"]
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Fewer fine-tuning epochs for notebook 04's MobileNetV2, on validation only: can a cosine schedule with a warm-up
 over fewer epochs replace the plateau schedule's 8 at no loss?
 
-    python benchmarks/short_schedule_check.py [--fine-tune-epochs 5] [--peak-lr 2e-4]
+    python experiments/short_schedule_check.py [--fine-tune-epochs 5] [--peak-lr 2e-4]
 
 Everything else as notebook 04 on the full profile (seed, data, frozen phase, augmentation, class weights, early
 stopping on validation AUC). Writes reports/benchmarks/short_schedule_check.csv: validation AUC, the specificity at
@@ -34,7 +34,7 @@ from pneumonia_cxr.evaluate import (  # noqa: E402
 )
 from pneumonia_cxr.io import read_json  # noqa: E402
 from pneumonia_cxr.models import build_transfer_model, unfreeze_top  # noqa: E402
-from pneumonia_cxr.results import predict_binary  # noqa: E402
+from pneumonia_cxr.predictions import predict_binary  # noqa: E402
 from pneumonia_cxr.train import compile_model, fit, seed_everything  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
