@@ -104,7 +104,8 @@ prediction-loop-speed: venv
 
 # The review app on the latest run's models, at http://127.0.0.1:7860 (INBOX=folder of X-rays to review, read only)
 review: venv
-	$(PY) -m pneumonia_cxr.review --models models --db reviews.sqlite $(if $(INBOX),--inbox $(INBOX),)
+	$(PY) -m pneumonia_cxr.review --models models --db reviews.sqlite $(if $(INBOX),--inbox $(INBOX),) \
+	  $(if $(PREVALENCE),--prevalence $(PREVALENCE),)
 
 # "Is this a frontal chest X-ray?", before any pneumonia call: fitted on the training split, threshold on validation
 # (models/ood.npz, models/ood.json); rejection rates of real and generated non-X-ray images in reports/metrics/ood.csv.

@@ -17,7 +17,7 @@ from pneumonia_cxr.evaluate import bootstrap_ci, shift_metrics
 from pneumonia_cxr.selection import MIN_MARGIN, MIN_WIN_SHARE
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = [*sorted((ROOT / "notebooks").glob("*.ipynb")), ROOT / "final_notebook.ipynb"]
+NOTEBOOKS = [*sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")), ROOT / "final_notebook.ipynb"]
 FULL = settings("full")  # the prose describes the full profile
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:e-?\d+)?")  # 62.5, 5,856, 3e-4; not the 2 of MobileNetV2
 

@@ -13,7 +13,7 @@ from pneumonia_cxr.data.thorax import (
     thorax_width_or_closer,
     zoom_to_thorax,
 )
-from pneumonia_cxr.ternary import with_binary_normal
+from pneumonia_cxr.ternary import with_calibrated_normal
 
 
 def chest(half_gap: float, size: int = 128) -> np.ndarray:
@@ -179,8 +179,8 @@ def test_predict_gives_each_model_its_own_thorax_scale(real_fullres, tmp_path, c
     rows = json.loads(capsys.readouterr().out)
     assert np.allclose([r["p_pneumonia"] for r in rows], expected, atol=1e-4)
     t_got = np.array([[r["ternary"][c] for c in ("normal", "bacteria", "virus")] for r in rows])
-    # and predict reports the ternary model's probabilities combined with the binary model's (notebook 07's rule)
+    # and predict reports the ternary model's subtype split of the binary model's P(pneumonia)
     t_raw = ternary.predict(images[..., None].astype("float32"), verbose=0)
-    assert np.allclose(t_got, with_binary_normal(t_raw, expected), atol=1e-4)
-    t_scaled = with_binary_normal(ternary.predict(normalised[..., None].astype("float32"), verbose=0), expected)
+    assert np.allclose(t_got, with_calibrated_normal(t_raw, expected), atol=1e-4)
+    t_scaled = with_calibrated_normal(ternary.predict(normalised[..., None].astype("float32"), verbose=0), expected)
     assert not np.allclose(t_got[magnified], t_scaled[magnified], atol=1e-3)

@@ -103,8 +103,16 @@ def to_input(images) -> np.ndarray:
     return out
 
 
-def image_statistics(x: np.ndarray) -> np.ndarray:
-    """The cheap statistics of `STATISTICS` for (N, 224, 224) uint8 images, as an (N, 12) float64 array.
+def image_statistics(x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """The cheap statistics of `STATISTICS` for (N, 224, 224) uint8 images, as an (N, 12) float64 array, computed
+    `chunk` images at a time (in float64 a whole training set would take many GB: memory stays bounded)."""
+    if len(x) <= chunk:
+        return _image_statistics(x)
+    return np.concatenate([_image_statistics(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def _image_statistics(x: np.ndarray) -> np.ndarray:
+    """`image_statistics` of one chunk.
 
     On a frontal chest X-ray the border (air) is darker than the centre, the mediastinum (middle columns of the lung
     rows) brighter than the lungs either side, the top darker than the abdomen below, and the two sides alike; an
