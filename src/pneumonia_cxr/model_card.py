@@ -15,7 +15,8 @@ from .selection import choose_model
 
 def model_card(reports_dir: str | Path = "reports") -> str:
     """The card as Markdown: model details, intended use, out of scope, data, metrics with CIs (overall and by
-    subgroup, validation beside test), calibration, limitations, ethical considerations."""
+    subgroup, validation beside test), calibration, limitations, ethical considerations. (Longer than most
+    functions: it is the card's template, section by section, in the order the card is read.)"""
     metrics_dir = Path(reports_dir) / "metrics"
     metrics = load_metrics(metrics_dir)
     if not metrics:

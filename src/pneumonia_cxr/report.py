@@ -48,7 +48,8 @@ def run_commits(run: dict) -> str:
 
 def results_markdown(reports_dir: str | Path = "reports") -> str:
     """The README's results block: what was tested, the headline table, the choice, calibration, how far validation
-    was from test, the targets and the run's cost; every number read from `reports_dir`."""
+    was from test, the targets and the run's cost; every number read from `reports_dir`. (Longer than most
+    functions: the block reads top to bottom as the README shows it.)"""
     metrics_dir = Path(reports_dir) / "metrics"
     metrics = load_metrics(metrics_dir)
     if not metrics:
