@@ -53,9 +53,9 @@ def relative(folder: str | Path, base: str | Path) -> str:
     Returns:
         The relative path, with forward slashes.
     """
-    path = Path(folder).resolve()
+    path = os.path.abspath(folder)  # not resolved: `../shared` beside the clone may be a link, and stays `../shared`
     try:
-        return Path(os.path.relpath(path, Path(base).resolve())).as_posix()
+        return Path(os.path.relpath(path, os.path.abspath(base))).as_posix()
     except ValueError:
         return str(path)
 
