@@ -133,6 +133,8 @@ def run_commit(commit: str, data_dir: Path, weights_dir: Path) -> Path:
         log = json.loads((tree / "reports" / "metrics" / "run.json").read_text())
         for nb, timed in json.loads(cells.read_text()).items():
             log["notebooks"][nb]["cells"] = timed
+        if "data_dir" in log:  # the older runner wrote it whole: record it relative to this repository
+            log["data_dir"] = Path(os.path.relpath(os.path.abspath(log["data_dir"]), ROOT)).as_posix()
         result = {
             "commit": short,
             "started_utc": started.isoformat(timespec="seconds"),

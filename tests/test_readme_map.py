@@ -89,7 +89,11 @@ def test_committed_outputs_name_no_machine():
     """No absolute path in a committed notebook (sources and outputs), anything under reports/metrics, or docs/: the
     runner injects folders relative to the notebook and records them relative to the repository."""
     tracked = subprocess.run(
-        ["git", "ls-files", "*.ipynb", "reports/metrics", "docs"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "*.ipynb", "reports/metrics", "reports/benchmarks", "docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert any(f.endswith(".ipynb") for f in tracked) and any(f.startswith("reports/metrics/") for f in tracked)
     found = {f: hits for f in tracked if (ROOT / f).is_file() and (hits := machine_paths(ROOT / f))}
