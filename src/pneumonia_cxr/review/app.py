@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..predict import share  # the same rule for --prevalence as predict
 from .store import (
     ANSWERS,
     TERNARY_OF,
@@ -403,13 +404,6 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
-def _prevalence(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: a share of pneumonia strictly between 0 and 1")
-    return value
-
-
 def scorer_from_args(args):
     """The Scorer for the CLI's models, given the prevalence where this version of the scorer takes one."""
     from ..scoring import Scorer, ScorerError, ood_check_beside
@@ -441,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inbox", help="a folder of X-rays to review (read only)")
     parser.add_argument(
         "--prevalence",
-        type=_prevalence,
+        type=share,
         help="the expected share of pneumonia where the model is used (default: the training data's)",
     )
     parser.add_argument(
