@@ -72,3 +72,21 @@ def test_aspect_offset_ablation_refuses_the_synthetic_demo(demo_root, tmp_path):
             ]
         )
     assert not (tmp_path / "reports" / "metrics" / "aspect_offset_ablation.csv").exists()
+
+
+def test_one_effective_resolution_removes_fine_detail_and_nothing_else():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from common_resolution import low_pass
+
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(40, 200, 128), (128, 1))
+    images = np.clip(ramp + rng.normal(0, 20, (3, 128, 128)), 0, 255).astype(np.uint8)
+    assert low_pass(images, 0) is images
+    out = low_pass(images, 32)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    detail = lambda x: np.abs(np.diff(x.astype(float), axis=2)).mean()  # noqa: E731
+    assert detail(out) < detail(images) / 3  # the pixel-to-pixel grain is gone
+    assert abs(out.astype(float).mean() - images.astype(float).mean()) < 1.0  # exposure kept
+    assert np.abs(out.astype(float) - ramp).mean() < 6  # the anatomy-scale gradient kept
