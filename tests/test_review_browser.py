@@ -5,7 +5,8 @@
   and the answer is stored for the image on screen or refused, never for the one being left;
 - a second page lists only the X-rays still without an answer;
 - on it, a real X-ray is uploaded (its ternary type agrees with the call), answered "normal" with a note, and the row
-  is in SQLite; a text file renamed .jpeg gets a message and stores nothing."""
+  is in SQLite; a text file renamed .jpeg gets a message and stores nothing;
+- the Summary tab shows the answers and the local evaluation of the reviewed cases, too few to read a CI from."""
 
 import hashlib
 import os
@@ -179,6 +180,23 @@ def review_upload(page, url: str, xray: Path, junk: Path, db: Path, inbox: list[
     assert len(_rows(db)) == before + 1, "a refused file stored nothing"
 
 
+def review_summary(page, url: str, db: Path) -> None:
+    """The Summary tab: the agreement counts and the local evaluation (`review evaluate`'s text) of the answers."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.get_by_role("tab", name="Summary").click()
+    page.locator("#refresh").click()
+    readable = [a for (a,) in _rows(db, "answer") if a != "not readable"]
+    expect(page.locator("#counts")).to_contain_text(f"{len(readable)} images reviewed", timeout=60_000)
+    local = page.locator("#local-evaluation")
+    expect(local).to_contain_text("Local evaluation of ensemble.keras on reviewed cases", timeout=120_000)
+    expect(local).to_contain_text(f"{len(readable)} cases")
+    expect(local).to_contain_text("Too few cases for a meaningful CI")
+    expect(local).to_contain_text("dr <i>browser</i>")  # a reviewer's name, shown as text
+    assert page.locator("#local-evaluation i").count() == 0, "the reviewer's markup was rendered"
+
+
 @pytest.mark.real_data
 def test_review_page_in_a_real_browser(real_224, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -213,6 +231,7 @@ def test_review_page_in_a_real_browser(real_224, tmp_path):
             browser = p.chromium.launch(executable_path=_browser_path(), args=CHROMIUM_FLAGS, headless=True)
             review_inbox(browser.new_page(viewport={"width": 1280, "height": 1100}), url, inbox, db)
             review_upload(browser.new_page(viewport={"width": 1280, "height": 1100}), url, xray, junk, db, inbox)
+            review_summary(browser.new_page(viewport={"width": 1280, "height": 1100}), url, db)
             browser.close()
     finally:
         server.terminate()

@@ -1,7 +1,8 @@
 """Predict and explain new chest X-rays with a saved model:
 
     python -m pneumonia_cxr.predict IMAGE [IMAGE ...] --model models/ensemble.keras
-        [--ternary-model models/ternary.keras] [--prevalence P] [--json] [--gradcam OUT.png | --gradcam FOLDER/]
+        [--ternary-model models/ternary.keras] [--prevalence P | --local local.json] [--json]
+        [--gradcam OUT.png | --gradcam FOLDER/]
 
 The model's metadata (image size, resize mode, thorax scale, validation-chosen threshold, calibration) travels beside
 it and is checked before it is used, so the image is preprocessed exactly as in training. P(pneumonia) is reported
@@ -13,14 +14,17 @@ P(pneumonia) and P(pneumonia) is split between bacterial and viral as the ternar
 beside the decision agrees with it (normal for a NORMAL call, else the likelier subtype). The Grad-CAM overlay
 explains the decision (for an ensemble: the mean of its members' heat maps); an overlay never replaces an existing
 file (a counter is added), and a folder given to --gradcam gets one IMAGE_gradcam.png per image.
+--local local.json (written by `pneumonia-cxr review calibrate` from a site's reviewed cases) reports the locally
+calibrated P(pneumonia) and decides at the local threshold; the shipped model and its metadata are unchanged, and
+without --local nothing local is used. The file is checked first (its schema, and that it was fitted for this model).
 Only regular files are read. Before any call, each image is checked to look like a frontal chest X-ray
 (`pneumonia_cxr.ood`, fitted on the training images, saved beside the model as ood.npz): one that does not is refused
 with "not a frontal chest X-ray (score ...)" and gets no pneumonia call. Research code, not a medical device.
 
-Exit codes: 0 every image scored; 2 a usage error (a bad option value, a --gradcam path that cannot be written), a
-model that cannot be used or metadata outside its schema (the message names the file and the field); 3 an image could
-not be read or was refused, a non-X-ray included (the others are still reported); 4 a Grad-CAM overlay could not be
-written (every score is still printed). With both 3 and 4, 3.
+Exit codes: 0 every image scored; 2 a usage error (a bad option value, a --gradcam path that cannot be written, --local
+with --prevalence), a model that cannot be used, metadata or a local calibration outside its schema (the message names
+the file and the field); 3 an image could not be read or was refused, a non-X-ray included (the others are still
+reported); 4 a Grad-CAM overlay could not be written (every score is still printed). With both 3 and 4, 3.
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="binary .keras model saved by the notebooks")
     parser.add_argument("--ternary-model", help="optional normal/bacterial/viral .keras model (splits P(pneumonia))")
     parser.add_argument("--prevalence", type=share, help="expected share of pneumonia where used, in (0, 1)")
+    parser.add_argument(
+        "--local", help="a site's local calibration (pneumonia-cxr review calibrate): local P(pneumonia) and threshold"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--gradcam",
@@ -109,17 +116,33 @@ def main(argv: list[str] | None = None) -> int:
             target = overlay_target(args.gradcam)
         except ValueError as exc:
             return _fail(str(exc), 2)
+    if args.local and args.prevalence is not None:
+        return _fail("--local and --prevalence: a local calibration is fitted at the site's own share; give one", 2)
+    local = None
+    if args.local:
+        from .local_calibration import LocalCalibrationError, read_local
+
+        try:
+            local = read_local(args.local)
+        except LocalCalibrationError as exc:
+            return _fail(str(exc), 2)
 
     with _native_stderr_silenced():
         from .scoring import Scorer, ScorerError, ood_check_beside
 
         try:
             ood = None if args.no_ood_check else ood_check_beside(args.model)
-            scorer = Scorer(args.model, args.ternary_model, prevalence=args.prevalence, ood=ood)
+            scorer = Scorer(args.model, args.ternary_model, prevalence=args.prevalence, ood=ood, local=local)
         except ScorerError as exc:
             scorer, failure = None, str(exc)
     if scorer is None:
         return _fail(failure, 2)
+    if local is not None:
+        print(
+            f"note: P(pneumonia) and the decision use the local calibration {args.local} (threshold "
+            f"{scorer.threshold:.3f} on its scale), not the shipped one",
+            file=sys.stderr,
+        )
     if ood is None and not args.no_ood_check:
         print(
             f"warning: no out-of-distribution check beside {args.model} (ood.npz; `make all` makes it): every image "

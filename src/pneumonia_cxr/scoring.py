@@ -6,7 +6,8 @@ the images in batches. One probability story: the reported P(pneumonia) is calib
 to it), the threshold shown is on the same scale, the decision is the one made at the validation-chosen threshold
 (a prevalence moves the probability and the threshold together, never the decision), and the ternary panel's P(normal)
 is 1 - that P(pneumonia) with a label that agrees with the decision. A file that cannot be scored is an error line
-naming it; the others are scored all the same.
+naming it; the others are scored all the same. Only with a site's local calibration (`local_calibration.py`, given
+explicitly) are the probability and the decision the local ones, and each row says so.
 """
 
 from __future__ import annotations
@@ -60,10 +61,14 @@ class Scorer:
             decoded images ((N, S, S) uint8, squashed to S = its `image_size` attribute, else `OOD_IMAGE_SIZE`). Each
             row then gets `ood_score`; an image scored above the check's threshold is refused before any model sees
             it ("not a frontal chest X-ray (score ...)", in the errors), so it gets no pneumonia call.
+        local: a site's local calibration (`local_calibration.read_local`), fitted for this model: P(pneumonia) is
+            then the locally calibrated one and the decision is made at the local threshold; each row says so
+            (`local_calibration`, and `p_shipped`: the shipped calibrated probability). Not with a prevalence (a local
+            calibration is fitted at the site's own share of pneumonia).
 
     Raises:
-        ScorerError: a model missing, not loadable in safe mode, of another kind, metadata outside its schema, or a
-            prevalence the model cannot take.
+        ScorerError: a model missing, not loadable in safe mode, of another kind, metadata outside its schema, a
+            prevalence the model cannot take, or a local calibration fitted for another model.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class Scorer:
         *,
         prevalence: float | None = None,
         ood=None,
+        local: dict | None = None,
     ):
         try:
             self.meta = read_metadata(model_path, "binary")
@@ -84,8 +90,33 @@ class Scorer:
         self.model_path = str(model_path)
         self.calibration = self.meta.get("calibration")
         self.prevalence = self._checked_prevalence(prevalence, model_path)
+        self.local = self._checked_local(local, model_path)
         self.ood = ood
-        self.threshold = float(self.shown([self.meta["threshold"]])[0])  # on the scale of the probability shown
+        if self.local is None:
+            self.threshold = float(self.shown([self.meta["threshold"]])[0])  # on the scale of the probability shown
+        else:
+            self.threshold = float(self.local["threshold"])
+
+    def _checked_local(self, local, model_path) -> dict | None:
+        from .local_calibration import LocalCalibrationError, check_fits_model
+
+        if local is None:
+            return None
+        if self.prevalence is not None:
+            raise ScorerError(
+                f"{local.get('file', 'local calibration')}: a local calibration is fitted at the site's own share of "
+                "pneumonia; give it or a prevalence, not both"
+            )
+        try:
+            check_fits_model(local, model_path, self.meta)
+        except LocalCalibrationError as exc:
+            raise ScorerError(str(exc)) from exc
+        return local
+
+    @property
+    def local_tag(self) -> str | None:
+        """The local calibration's file name, as the review store records it (None: the shipped calibration)."""
+        return None if self.local is None else Path(self.local.get("file", "local.json")).name
 
     def _checked_prevalence(self, prevalence, model_path) -> float | None:
         if prevalence is None:
@@ -104,9 +135,22 @@ class Scorer:
         return calibrate(raw, self.calibration) if self.calibration else np.asarray(raw, np.float64).reshape(-1)
 
     def shown(self, raw) -> np.ndarray:
-        """Raw P(pneumonia) -> the probability reported: calibrated, and moved to `prevalence` when one is given."""
+        """Raw P(pneumonia) -> the probability reported: calibrated, and moved to `prevalence` when one is given, or
+        calibrated locally with a local calibration."""
+        from .local_calibration import apply_local
+
         p = self.calibrated(raw)
+        if self.local is not None:
+            return apply_local(p, self.local)
         return p if self.prevalence is None else at_prevalence(p, self.prevalence, self.calibration["prevalence"])
+
+    def called(self, raw) -> np.ndarray:
+        """True where the decision is PNEUMONIA: at the validation-chosen threshold, or the local one."""
+        from .local_calibration import local_decision
+
+        if self.local is not None:
+            return local_decision(self.calibrated(raw), self.local)
+        return np.asarray(raw, np.float64).reshape(-1) >= self.meta["threshold"]
 
     @staticmethod
     def preprocess(path, meta: dict, decoded: np.ndarray | None = None) -> np.ndarray:
@@ -161,7 +205,7 @@ class Scorer:
             return [], errors
         raw = self._predict(self.model, images, batch_size).ravel()
         calibrated, shown = self.calibrated(raw), self.shown(raw)
-        pneumonia = raw >= self.meta["threshold"]  # the validation-chosen operating point, whatever is shown
+        pneumonia = self.called(raw)  # the validation-chosen operating point (or the local one), whatever is shown
         rows = []
         for path, p, c, r, call in zip(kept, shown, calibrated, raw, pneumonia):
             row = {
@@ -173,6 +217,8 @@ class Scorer:
             }
             if self.prevalence is not None:
                 row.update(prevalence=self.prevalence, p_calibrated=round(float(c), 4))
+            if self.local is not None:
+                row.update(local_calibration=self.local_tag, p_shipped=round(float(c), 4))
             rows.append(row)
         if self.ternary:
             self._add_ternary(rows, kept, decoded, shown, pneumonia, batch_size)

@@ -2,8 +2,14 @@
 threshold, the ternary probabilities, and the Grad-CAM overlay of that decision; the reviewer agrees or corrects, and
 the answer goes to the SQLite store (`store.py`).
 
-    pneumonia-cxr review --models models/ --db reviews.sqlite [--inbox DIR] [--prevalence P] [--host 127.0.0.1]
+    pneumonia-cxr review --models models/ --db reviews.sqlite [--inbox DIR] [--prevalence P | --local local.json]
+        [--host 127.0.0.1]
     pneumonia-cxr review export --db reviews.sqlite --out reviews.csv
+    pneumonia-cxr review evaluate --db reviews.sqlite [--out report.md]      (evaluation.py: the local evaluation)
+    pneumonia-cxr review calibrate --db reviews.sqlite --out local.json     (recalibration.py: a local calibration)
+
+The Summary tab shows the agreement and the local evaluation of the reviewed cases (`evaluation.py`); with --local,
+the page shows the locally calibrated call (`local_calibration.py`) and its answers are stored marked with the file.
 
 Local by default (127.0.0.1), analytics off, never a public share link, uploads limited in size (--max-upload-mb).
 The inbox and the images are only read, and only regular files in it are listed or opened. A file the decoder refuses
@@ -116,9 +122,12 @@ def thumbnail_png(path, side: int = 160) -> bytes:
 
 def describe_call(row: dict) -> str:
     """The binary call as the page shows it, from the scorer's row (P(pneumonia) calibrated, the threshold on the
-    same scale, and the prevalence the probability is stated for when the scorer reports one)."""
+    same scale, and the prevalence the probability is stated for, or the local calibration, when the scorer reports
+    one)."""
     prevalence = row.get("prevalence")
     scale = "calibrated" if prevalence is None else f"calibrated to a prevalence of {float(prevalence):.1%}"
+    if row.get("local_calibration"):
+        scale = f"calibrated locally by {row['local_calibration']}"
     return (
         f"**P(pneumonia) = {row['p_pneumonia']:.3f}** ({as_text(scale)}); threshold {row['threshold']:.3f} "
         f"-> **{row['decision']}**"
@@ -148,8 +157,8 @@ class Review:
     """The page's logic, apart from the page: load a case, save an answer, summarise. Each method returns what the
     page shows, so a test can drive it without a browser. It keeps no per-reviewer state: the page holds the case."""
 
-    def __init__(self, scorer, store: ReviewStore, inbox: Path | None = None):
-        self.scorer, self.store, self.inbox = scorer, store, inbox
+    def __init__(self, scorer, store: ReviewStore, inbox: Path | None = None, reference: dict | None = None):
+        self.scorer, self.store, self.inbox, self.reference = scorer, store, inbox, reference
         self._hashes: dict[tuple[str, int, int], str] = {}
 
     def _sha(self, path: Path) -> str:
@@ -257,6 +266,7 @@ class Review:
                 answer=answer,
                 note=note or "",
                 thumbnail_png=case.get("thumbnail"),
+                local_calibration=getattr(self.scorer, "local_tag", None),
             )
         except ReviewStoreError as exc:
             return f"**Not saved:** {as_text(exc)}"
@@ -283,6 +293,22 @@ class Review:
                 caption = f"{Path(r['path']).name}: model {r['decision']}, {r['reviewer']} {r['label']}"
                 gallery.append((Image.open(io.BytesIO(png)), caption))
         return text, stats["confusion"].rename_axis(index="model \\ reviewer").reset_index(), gallery
+
+    def local_evaluation(self, n_boot: int = 1000) -> tuple[str, np.ndarray | None]:
+        """(the local evaluation of the reviewed cases as Markdown, its reliability plot as an RGB array or None):
+        the same text `pneumonia-cxr review evaluate` writes, for the answers given to this page's model at its
+        shipped operating point (with the local calibration's before and after when the page runs with one)."""
+        from PIL import Image
+
+        from .cases import reviewed_cases
+        from .evaluation import local_evaluation, reliability_png, report_markdown
+
+        meta = self.scorer.meta if "threshold" in self.scorer.meta else None
+        cases = reviewed_cases(self.store.answers(), meta, self.scorer.model_path, self.scorer.meta.get("git_commit"))
+        evaluation = local_evaluation(cases, self.reference, getattr(self.scorer, "local", None), n_boot=n_boot)
+        png = reliability_png(evaluation)
+        plot = None if png is None else np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        return report_markdown(evaluation, str(self.store.path)), plot
 
 
 def _choices(review: Review) -> list[tuple[str, str]]:
@@ -329,6 +355,10 @@ def build_app(review: Review):
             refresh = gr.Button("Refresh", elem_id="refresh")
             counts = gr.Markdown(elem_id="counts")
             confusion = gr.Dataframe(label="Model decision by reviewer (latest readable answer per image)")
+            local_report = gr.Markdown(elem_id="local-evaluation")
+            reliability = gr.Image(
+                label="Reliability on the reviewed cases", interactive=False, elem_id="reliability", height=360
+            )
             gallery = gr.Gallery(label="Where reviewer and model disagree", columns=6, elem_id="disagreements")
 
         shown = [message, image, heat, call, ternary, case, shown_sha]
@@ -371,7 +401,9 @@ def build_app(review: Review):
             inputs=[advanced, worklist],
             outputs=shown,
         )
-        refresh.click(review.summary, outputs=[counts, confusion, gallery])
+        refresh.click(review.summary, outputs=[counts, confusion, gallery]).then(
+            review.local_evaluation, outputs=[local_report, reliability]
+        )
     return app
 
 
@@ -405,7 +437,9 @@ def _export(argv: list[str]) -> int:
 
 
 def scorer_from_args(args):
-    """The Scorer for the CLI's models, given the prevalence where this version of the scorer takes one."""
+    """The Scorer for the CLI's models, given the prevalence where this version of the scorer takes one, and the
+    local calibration where --local names one (checked first: a bad file is a ScorerError naming it)."""
+    from ..local_calibration import LocalCalibrationError, read_local
     from ..scoring import Scorer, ScorerError, ood_check_beside
 
     models = Path(args.models)
@@ -414,6 +448,11 @@ def scorer_from_args(args):
         if "prevalence" not in inspect.signature(Scorer).parameters:
             raise ScorerError("--prevalence: this version of the scorer cannot state P(pneumonia) at a prevalence")
         kwargs["prevalence"] = args.prevalence
+    if getattr(args, "local", None):
+        try:
+            kwargs["local"] = read_local(args.local)
+        except LocalCalibrationError as exc:
+            raise ScorerError(str(exc)) from exc
     binary = models / f"{args.binary}.keras"
     ood = None if args.no_ood_check else ood_check_beside(binary)
     if ood is None and not args.no_ood_check:
@@ -425,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["export"]:
         return _export(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from .evaluation import main as evaluate
+
+        return evaluate(argv[1:])
+    if argv[:1] == ["calibrate"]:
+        from .recalibration import main as calibrate
+
+        return calibrate(argv[1:])
     parser = argparse.ArgumentParser(
         prog="pneumonia-cxr review", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -438,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         type=share,
         help="the expected share of pneumonia where the model is used (default: the training data's)",
     )
+    parser.add_argument(
+        "--local", help="a site's local calibration (review calibrate): the page shows the local call (default: none)"
+    )
+    parser.add_argument("--reference", help="the model card's numbers (default: reports/metrics/MODEL.json)")
     parser.add_argument(
         "--no-ood-check", action="store_true", help="score every image, even one that does not look like a chest X-ray"
     )
@@ -453,13 +504,23 @@ def main(argv: list[str] | None = None) -> int:
     if inbox is not None and not inbox.is_dir():
         print(f"error: {inbox}: inbox folder does not exist", file=sys.stderr)
         return 2
+    if args.local and args.prevalence is not None:
+        print(
+            "error: --local and --prevalence: a local calibration is fitted at the site's own share; give one",
+            file=sys.stderr,
+        )
+        return 2
+    from .evaluation import EvaluationInputError, find_reference, read_reference
+
     try:
         scorer = scorer_from_args(args)
         store = ReviewStore(args.db)
-    except (ScorerError, ReviewStoreError) as exc:
+        binary = Path(args.models) / f"{args.binary}.keras"
+        reference = read_reference(args.reference) if args.reference else find_reference(binary, scorer.meta)
+    except (ScorerError, ReviewStoreError, EvaluationInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    app = build_app(Review(scorer, store, inbox))
+    app = build_app(Review(scorer, store, inbox, reference))
     print(f"review app on http://{args.host}:{args.port} (answers to {args.db}); Ctrl+C stops it", flush=True)
     serve(app, args.host, args.port, args.max_upload_mb)
     return 0

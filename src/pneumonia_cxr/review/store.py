@@ -5,11 +5,13 @@ image (by its SHA-256) is a new row. The database runs in WAL mode with a busy t
 connection and commits at once, and a write that still finds the database locked is retried, then raised as
 `ReviewStoreError` for the page to show: an answer is stored or the reviewer is told, never lost silently. Only
 regular files are read (a FIFO or device named like an image is refused, never waited on), and the CSV export
-neutralises text cells that a spreadsheet would run as a formula.
+neutralises text cells that a spreadsheet would run as a formula. An answer given on a page run with a local calibration
+records its file (`local_calibration`), so the shipped model's evaluation can tell such answers apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS answers (
     reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
     answer TEXT NOT NULL CHECK (answer IN ({", ".join(f"'{a}'" for a in ANSWERS)})),
     note TEXT NOT NULL DEFAULT '',
-    answered_at TEXT NOT NULL
+    answered_at TEXT NOT NULL,
+    local_calibration TEXT
 );
 CREATE INDEX IF NOT EXISTS answers_by_image ON answers (sha256, id);
 CREATE TABLE IF NOT EXISTS thumbnails (sha256 TEXT PRIMARY KEY, png BLOB NOT NULL);
@@ -79,6 +82,14 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns added since a database was made, added to it (NULL in the rows already there): `local_calibration`,
+    the local calibration file the page showed its call with (NULL: the shipped calibration)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+    if "local_calibration" not in columns:
+        db.execute("ALTER TABLE answers ADD COLUMN local_calibration TEXT")
+
+
 class ReviewStore:
     """The answers database at `path`, created if absent.
 
@@ -92,6 +103,7 @@ class ReviewStore:
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                _add_missing_columns(db)
                 db.execute("BEGIN IMMEDIATE")  # a write lock now: an unwritable or locked file fails at start
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -128,8 +140,10 @@ class ReviewStore:
         answer: str,
         note: str = "",
         thumbnail_png: bytes | None = None,
+        local_calibration: str | None = None,
     ) -> int:
-        """Store one answer as a new row (and the image's thumbnail once); returns the row id."""
+        """Store one answer as a new row (and the image's thumbnail once); returns the row id. `local_calibration`:
+        the local calibration file the call was shown with (None: the shipped calibration)."""
         if answer not in ANSWERS:
             raise ValueError(f"answer must be one of {ANSWERS}, not {answer!r}")
         if not reviewer.strip():
@@ -139,8 +153,8 @@ class ReviewStore:
             self._write("INSERT OR IGNORE INTO thumbnails (sha256, png) VALUES (?, ?)", (sha256, thumbnail_png))
         return self._write(
             "INSERT INTO answers (sha256, path, model_file, model_commit, p_pneumonia, threshold, decision, p_normal,"
-            " p_bacterial, p_viral, reviewer, answer, note, answered_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " p_bacterial, p_viral, reviewer, answer, note, answered_at, local_calibration)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sha256,
                 path,
@@ -156,6 +170,7 @@ class ReviewStore:
                 answer,
                 note,
                 datetime.now(UTC).isoformat(timespec="seconds"),
+                local_calibration,
             ),
         )
 
@@ -176,15 +191,37 @@ class ReviewStore:
         return row[0] if row else None
 
 
+def read_answers(path: str | Path) -> pd.DataFrame:
+    """Every answer in the database at `path`, as `ReviewStore.answers` gives them, opened read only: nothing is
+    created, migrated or written (what `review evaluate` and `review calibrate` read).
+
+    Raises:
+        ReviewStoreError: `path` cannot be opened or holds no answers table (the message names it).
+    """
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            table = pd.read_sql_query("SELECT * FROM answers ORDER BY id", db)
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise ReviewStoreError(f"{path}: not a review database ({exc})") from exc
+    if "local_calibration" not in table:  # a database made before answers recorded it: the shipped calibration
+        table["local_calibration"] = None
+    table["latest"] = ~table["sha256"].duplicated(keep="last")
+    return table
+
+
 def labelled(answers: pd.DataFrame) -> pd.DataFrame:
     """Answers with the reviewer's label spelled out: `label` (normal / bacterial / viral, or the model's own call
-    for "agree"; empty for "not readable") and `label_binary` (NORMAL / PNEUMONIA)."""
+    for "agree", as the page showed it: the likelier of bacterial and viral for a PNEUMONIA call; empty for "not
+    readable") and `label_binary` (NORMAL / PNEUMONIA)."""
     out = answers.copy()
     probs = out[TERNARY_COLUMNS].astype("float64")
     complete = probs.notna().all(axis=1)  # rows stored without a ternary model have none: no ternary call
     ternary_call = pd.Series("", index=out.index, dtype=object)
     if complete.any():
-        ternary_call[complete] = probs[complete].idxmax(axis=1).str.removeprefix("p_")
+        ternary_call[complete] = np.where(
+            probs.loc[complete, "p_viral"] > probs.loc[complete, "p_bacterial"], "viral", "bacterial"
+        )
     model_label = np.where(
         out["decision"] == "NORMAL",
         "normal",
