@@ -1,5 +1,6 @@
 # The analysis as a DAG:  venv -> data -> the stages of stages.toml (notebooks by papermill, in order) -> reports/
-#   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo)
+#   make all    set up, then run the full analysis (real data in data/chest_xray, else a SYNTHETIC demo, which writes
+#               only under build/demo/: the runner decides where a run on SYNTHETIC data goes, never the committed files)
 #   make test   set up, then lint, unit tests and every notebook under nbval on the smoke profile, each once
 #               (quicker, while editing: .venv/bin/python -m pytest -m "not slow" tests, without training)
 #   make check-reports   are the committed reports/, README results and model card what the committed code makes?
@@ -43,15 +44,11 @@ data/demo/SYNTHETIC_DATASET.txt: | $(VENV)/.installed
 
 demo: data/demo/SYNTHETIC_DATASET.txt
 
+# --report: then the README results block, the model card and the PDF (on SYNTHETIC data: build/demo/README.md,
+# build/demo/model_card.md, build/demo/reports/final_report.pdf)
 analysis: venv $(if $(filter data/demo,$(DATA)),demo,)
-	@if [ "$(DATA)" = "data/demo" ]; then \
-	  echo "***************************************************************"; \
-	  echo "*** data/chest_xray not found: running on SYNTHETIC demo data ***"; \
-	  echo "*** (see README: get the real dataset with the Kaggle CLI)    ***"; \
-	  echo "***************************************************************"; fi
-	$(PY) -m pneumonia_cxr.runner --make --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
-	$(PY) -m pneumonia_cxr.report
-	$(PY) -m pneumonia_cxr.pdf
+	@if [ "$(DATA)" = "data/demo" ]; then echo "data/chest_xray not found: make all runs the SYNTHETIC demo"; fi
+	$(PY) -m pneumonia_cxr.runner --make --report --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS)
 
 # How much the numbers move with the seed (split, initial weights, augmentation): every model again, apart from
 # the main run, then the final notebook and README of the main run, which read reports/seeds/*/metrics.
@@ -59,9 +56,7 @@ seed-check: venv
 	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $(SEED) \
 	  --output-dir reports/seeds/$(SEED) --models-dir models/seed_$(SEED) --executed-dir build/seed_$(SEED) \
 	  --only $(NOTEBOOKS_01_07)
-	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
-	$(PY) -m pneumonia_cxr.report
-	$(PY) -m pneumonia_cxr.pdf
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook --report
 
 # Like make, by content: a stage of stages.toml runs again when its code or a module it loads changed, or when results
 # it reads were made again since (`stages.out_of_date`); first in the main run (the OOD check too), then in each seed
@@ -72,9 +67,7 @@ refresh: venv
 	  $(PY) -m pneumonia_cxr.runner --stale --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --seed $$seed \
 	    --output-dir reports/seeds/$$seed --models-dir models/seed_$$seed --executed-dir build/seed_$$seed \
 	    --only $(NOTEBOOKS_01_07) || exit 1; done
-	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook
-	$(PY) -m pneumonia_cxr.report
-	$(PY) -m pneumonia_cxr.pdf
+	$(PY) -m pneumonia_cxr.runner --profile $(PROFILE) --data-dir $(DATA) $(WEIGHTS) --only final_notebook --report
 
 benchmark: venv
 	$(PY) benchmarks/run.py

@@ -1,5 +1,7 @@
 """The model card of the chosen model (Mitchell et al., "Model Cards for Model Reporting", 2019), generated from a
-run's metrics so that every number in it is the run's: `python -m pneumonia_cxr.report` writes docs/model_card.md."""
+run's metrics so that every number in it is the run's: `python -m pneumonia_cxr.report` writes docs/model_card.md
+(for a run on SYNTHETIC data, a card of its own beside the run, which says so first and never calls its test split
+official)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from .formatting import value_ci
 from .io import read_json
 from .records import load_metrics
 from .selection import choose_model
+from .tables import describe_test_split, synthetic_run
 
 
 def model_card(reports_dir: str | Path = "reports") -> str:
@@ -26,11 +29,30 @@ def model_card(reports_dir: str | Path = "reports") -> str:
     run = read_json(metrics_dir / "run.json") if (metrics_dir / "run.json").exists() else {}
     eda = read_json(metrics_dir / "eda.json") if (metrics_dir / "eda.json").exists() else {}
     t, ci = m["test"], m["test_ci95"]
+    synthetic = synthetic_run(metrics)
     official = m.get("test_split") == "official"
-    test = "the official test split of the release" if official else "a patient-level hold-out carved from train"
+    test = (
+        describe_test_split(m)
+        if synthetic
+        else "the official test split of the release"
+        if official
+        else "a patient-level hold-out carved from train"
+    )
+    data = (
+        f"- SYNTHETIC demo data (`pneumonia_cxr.data.demo`): {eda.get('images', '?')} procedural images of "
+        f"{eda.get('patients', '?')} made-up patients, not X-rays; split by patient."
+        if synthetic
+        else f"- Kermany et al. 2018 (Guangzhou Women and Children's Medical Center, children aged 1-5): "
+        f"{eda.get('images', '?')} images of {eda.get('patients', '?')} patients, split by patient."
+    )
     lines = [
         f"# Model card: `{name}` (normal vs pneumonia on pediatric chest X-rays)",
         "",
+        *(
+            ["**SYNTHETIC DEMO DATA: this card describes a model trained on drawings; use it for nothing.**", ""]
+            if synthetic
+            else []
+        ),
         f"Generated from the run at commit `{run.get('git_commit', '?')}` (`reports/metrics`); do not edit by hand.",
         "",
         "## Model details",
@@ -50,9 +72,16 @@ def model_card(reports_dir: str | Path = "reports") -> str:
         "- Any clinical decision. Not a medical device; not validated outside one hospital.",
         "- Adults, lateral views, CT, or X-rays from other hospitals and machines without a new evaluation.",
         "",
+        "## Before use at a new site",
+        "- Reviewers answer the site's own X-rays on the review page (`pneumonia-cxr review`): at least 50 normal and "
+        "50 pneumonia.",
+        "- `pneumonia-cxr review evaluate --db reviews.sqlite` gives sensitivity, specificity, PPV, NPV, AUC and ECE "
+        "there with 95% CIs, and says whether they are compatible with this card's.",
+        "- `pneumonia-cxr review calibrate --db reviews.sqlite --out local.json` fits a local calibration and "
+        "threshold, used only with `--local local.json`; the model and this card stay as they are.",
+        "",
         "## Data",
-        f"- Kermany et al. 2018 (Guangzhou Women and Children's Medical Center, children aged 1-5): "
-        f"{eda.get('images', '?')} images of {eda.get('patients', '?')} patients, split by patient.",
+        data,
         f"- Test: {test}, {t['n']} images, read once at the end of the run.",
         "",
         "## Metrics (test, at the validation-chosen threshold, 95% CI from a patient bootstrap)",

@@ -5,6 +5,11 @@ check that the committed reports are what the committed code makes.
     python -m pneumonia_cxr.report --check    # exit 1 if either differs from what reports/ gives, or reports/ from
                                               # what the code would make (`stale_results`); `make check-reports`
     python -m pneumonia_cxr.report --pdf      # the PDF report (`pdf.py`)
+    python -m pneumonia_cxr.report --reports build/demo/reports --summary build/demo/README.md \
+        --model-card build/demo/model_card.md  # a run's summary in a file of its own (`make all` on the demo)
+
+A run on SYNTHETIC data (the demo) never writes README.md or docs/model_card.md: its summary says SYNTHETIC, never
+"official", and shares no table with published results.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from pathlib import Path
 import pandas as pd
 
 from .config import settings
-from .io import read_json
+from .data.demo import REAL_DATA_COMMAND
+from .formatting import value_ci
+from .io import _atomic_write_text, read_json
+from .provenance import ROOT
 from .records import load_metrics
 from .seeds import seed_runs, seed_table
 from .selection import choose_model
 from .stages import STAGES, out_of_date
-from .tables import headline_table
+from .tables import describe_test_split, headline_table, synthetic_run
 from .targets import shown, targets_table
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
@@ -57,19 +65,14 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
     run = read_json(metrics_dir / "run.json") if (metrics_dir / "run.json").exists() else {}
     chosen = choose_model(metrics)
     best = metrics[chosen]
-    official = best.get("test_split") == "official"
+    synthetic = synthetic_run(metrics)
     n_boot = settings(best["profile"])["n_boot"]
     lines = []
-    if best.get("synthetic"):
+    if synthetic:
         lines.append("**SYNTHETIC DEMO DATA: these numbers only show that the pipeline runs.**\n")
-    test = (
-        f"the official test split ({best['test']['n']} images), read once at the end of the run"
-        if official
-        else f"a patient-level hold-out of {best['test']['n']} images carved from train (no test/ folder)"
-    )
     lines.append(
-        f"Test = {test}. Threshold chosen on validation for sensitivity >= {best['target_sensitivity']:g}; "
-        f"95% CIs from a patient bootstrap; {run_commits(run)}.\n"
+        f"Test = {describe_test_split(best, best['test']['n'])}. Threshold chosen on validation for sensitivity >= "
+        f"{best['target_sensitivity']:g}; 95% CIs from a patient bootstrap; {run_commits(run)}.\n"
     )
     lines.append(markdown_table(headline_table(metrics, Path(reports_dir) / "predictions", n_boot, run.get("seed", 0))))
     choice = best.get("choice") or metrics.get("ensemble", {}).get("choice")
@@ -102,7 +105,9 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
             + " and ".join(f"{gap.loc[k, 'test value']:.3f}" for k in gap.index)
             + " (`reports/metrics/val_vs_test.csv`, per subgroup too)."
         )
-    if (metrics_dir / "targets.csv").exists():
+    if synthetic:
+        lines.append("\nThe project's targets are not scored on SYNTHETIC data (they are set on the real release).")
+    elif (metrics_dir / "targets.csv").exists():
         lines.append("\nAgainst the project's targets (verdict from the 95% CI; `reports/metrics/targets.csv`):\n")
         lines.append(markdown_table(shown(pd.read_csv(metrics_dir / "targets.csv"))))
     if run.get("wall_seconds"):
@@ -112,6 +117,53 @@ def results_markdown(reports_dir: str | Path = "reports") -> str:
             f"peak memory {run.get('peak_memory_mb', 0):.0f} MB (`reports/metrics/run.json`)."
         )
     return "\n".join(lines)
+
+
+def synthetic_reports(reports_dir: str | Path) -> bool:
+    """True when `reports_dir` holds a run on SYNTHETIC data: a model's metrics or notebook 01's `eda.json` say so."""
+    eda = Path(reports_dir) / "metrics" / "eda.json"
+    return synthetic_run(load_metrics(Path(reports_dir) / "metrics")) or (
+        eda.exists() and bool(read_json(eda).get("synthetic"))
+    )
+
+
+def headline(reports_dir: str | Path = "reports") -> str:
+    """The run's result in one line, for the terminal at the end of `make all`: the chosen model's test AUC,
+    sensitivity and specificity with their CIs, and what the test split was (SYNTHETIC said first)."""
+    metrics = load_metrics(Path(reports_dir) / "metrics")
+    if not metrics:
+        return f"no results in {reports_dir} yet"
+    chosen = choose_model(metrics)
+    best = metrics[chosen]
+    t, ci = best["test"], best["test_ci95"]
+    rates = ", ".join(f"{k} {value_ci(t[k], *ci[k])}" for k in ("roc_auc", "sensitivity", "specificity"))
+    said = "SYNTHETIC DEMO, numbers that only show the pipeline runs: " if synthetic_run(metrics) else ""
+    return f"{said}{chosen}, chosen on validation: test {rates}; test = {describe_test_split(best, t['n'])}"
+
+
+def summary_markdown(reports_dir: str | Path) -> str:
+    """A run's summary as a Markdown file of its own (a run on SYNTHETIC data: build/demo/README.md): what the data
+    were, the results block (`results_markdown`), what else the run made and, on SYNTHETIC data, how to get the real
+    data."""
+    synthetic = synthetic_reports(reports_dir)
+    lines = [
+        "# SYNTHETIC demo run" if synthetic else "# Run summary",
+        "",
+        "A run on procedural drawings (`pneumonia_cxr.data.demo`), not X-rays, as `make all` makes it without "
+        "data/chest_xray: it shows that the pipeline runs from end to end and nothing else. The committed analysis "
+        "(README.md, reports/, the notebooks) was left as it is."
+        if synthetic
+        else f"Generated from `{reports_dir}` by `python -m pneumonia_cxr.report --summary`; do not edit by hand.",
+        "",
+        results_markdown(reports_dir),
+        "",
+        "Beside this file: `model_card.md`, `reports/` (metrics, figures, predictions, `final_report.pdf`), "
+        "`notebooks/` (executed), `img/`.",
+    ]
+    if synthetic:
+        lines += ["", "The real analysis: get the data (README: Get the data), then `make all` again:", ""]
+        lines += [f"    {REAL_DATA_COMMAND}"]
+    return "\n".join(lines) + "\n"
 
 
 def stale_results(reports_dir: str | Path = "reports") -> list[str]:
@@ -179,6 +231,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model-card", default="docs/model_card.md")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--pdf", action="store_true", help="export final_notebook.ipynb to reports/final_report.pdf")
+    parser.add_argument(
+        "--summary",
+        help="write the run's summary to this file of its own (`summary_markdown`) instead of README.md's results "
+        "block; required for a run on SYNTHETIC data",
+    )
     args = parser.parse_args(argv)
     if args.pdf:
         from .pdf import export_pdf
@@ -188,8 +245,24 @@ def main(argv=None) -> int:
     from .model_card import model_card
 
     path, card_path = Path(args.readme), Path(args.model_card)
-    old, new = path.read_text(), render_readme(path.read_text(), args.reports)
     card = model_card(args.reports)
+    if synthetic_reports(args.reports) and not args.check:
+        committed = ROOT / "docs" / "model_card.md"
+        if not args.summary or card_path.resolve() == committed:
+            print(
+                f"error: {Path(args.reports) / 'metrics'}: a run on SYNTHETIC data; its summary and model card go "
+                f"beside it (--summary, --model-card), never into {path} or {committed.relative_to(ROOT)}",
+                file=sys.stderr,
+            )
+            return 2
+    if args.summary and not args.check:
+        summary = Path(args.summary)
+        _atomic_write_text(summary, summary_markdown(args.reports))
+        _atomic_write_text(card_path, card)
+        print(f"{summary} and {card_path} written from {args.reports}/")
+        print(headline(args.reports))
+        return 0
+    old, new = path.read_text(), render_readme(path.read_text(), args.reports)
     if args.check:
         problems = stale_results(args.reports)
         if new != old:
@@ -203,10 +276,10 @@ def main(argv=None) -> int:
             return 1
         print(f"{path} and {card_path} match {args.reports}/, and {args.reports}/ the code")
         return 0
-    path.write_text(new)
-    card_path.parent.mkdir(parents=True, exist_ok=True)
-    card_path.write_text(card)
+    _atomic_write_text(path, new)
+    _atomic_write_text(card_path, card)
     print(f"{path} results block and {card_path} regenerated from {args.reports}/")
+    print(headline(args.reports))
     return 0
 
 

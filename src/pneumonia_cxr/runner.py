@@ -4,9 +4,20 @@
 
 Executed notebooks replace the sources by default (so the repository shows the latest run), each only once it
 finished (it runs in a scratch copy beside it); --executed-dir writes them elsewhere. While a stage runs, run.json
-marks it "running", so an interrupted run is never reported up to date. Each cell's output (epochs, trials) is
-logged to the terminal as it comes. --prepare-only injects the parameters without executing (for nbval; command stages
-are skipped). On failure it exits 1, naming the stage (and the notebook's cell).
+marks it "running", so an interrupted run is never reported up to date. --prepare-only injects the parameters without
+executing (for nbval; command stages are skipped). On failure it exits 1, naming the stage (and the notebook's cell).
+
+On SYNTHETIC data (a folder holding SYNTHETIC_DATASET.txt: the demo `make all` runs without data/chest_xray) every
+folder not given goes under build/demo/ (notebooks, reports, img, models, cache, and with --report the summary, model
+card and PDF), and a committed folder is refused: the committed analysis is never replaced by numbers on drawings.
+A run on real data into the committed folders says first, in one line, what it replaces and how to get it back.
+
+The terminal shows each stage, each training's validation AUC by epoch and keras-tuner's trials as they end, errors,
+and with --report the summary; the rest of what a notebook prints stays in the executed notebook, and a command
+stage's output (its stderr too) goes to logs/ beside the executed notebooks (build/logs/ for a run in place). Kernels
+and the report steps write their stderr through the runner, which drops TensorFlow's C++ start-up lines and nothing
+else; kernels talk to the runner over encrypted sockets (CurveZMQ, where pyzmq has it), so ipykernel has no plain-TCP
+warning to give.
 
 Invariant: a folder the runner writes into a notebook or run.json is relative (to the notebook's folder, or to the
 repository for run.json and command stages), so committed outputs name no one's machine.
@@ -15,6 +26,7 @@ repository for run.json and command stages), so committed outputs name no one's 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -22,6 +34,7 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,9 +43,15 @@ import papermill as pm
 from nbstripout import strip_output
 
 from .config import PROFILES
+from .data.dataset import SYNTHETIC_MARKER, is_synthetic
+from .data.demo import REAL_DATA_COMMAND
 from .io import git_commit, read_json, write_json
 from .provenance import ROOT
 from .stages import STAGES, Stage, StageError, inputs_now, out_of_date
+
+# What a run on real data into the committed folders replaces, and the one command that brings the committed copy back
+COMMITTED = ("notebooks", "reports", "img", "README.md", "docs/model_card.md", "final_notebook.ipynb")
+RESTORE = "git checkout -- " + " ".join(COMMITTED)
 
 # papermill's and the runner's own timing and machine paths, dropped from every executed notebook (nbstripout keys)
 VOLATILE_METADATA = [
@@ -70,16 +89,177 @@ def parameters(args, cwd: str | Path = ROOT) -> dict:
     return p
 
 
-_PAPERMILL_CHATTER = (
-    "Executing Cell",
-    "Ending Cell",
-    "Executing notebook with kernel",
-    "Input Notebook",
-    "Output Notebook",
-    "Executing notebook",
-)
 _NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ", "To enable the following instructions")
 _OBJECT_REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")  # e.g. "<pandas.io.formats.style.Styler at 0x7f...>"
+
+
+# TensorFlow's C++ start-up lines: written before absl::InitializeLog, so TF_CPP_MIN_LOG_LEVEL does not reach them
+# (INFO lines on oneDNN and CUDA at every import, after absl's preamble). Lines of any other kind pass, errors too.
+_STARTUP = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"|To enable the following instructions: "
+)
+
+
+class Terminal:
+    """The run as the terminal shows it: whole lines (`line`), and lines that grow as a training goes (`add`: one
+    value per epoch or per trial, on the line of its label until another line comes)."""
+
+    def __init__(self):
+        self.label: str | None = None  # the growing line's label, while one is open
+        self.lock = threading.Lock()  # the trial watch adds from its own thread
+
+    def line(self, text: str = "", err: bool = False) -> None:
+        with self.lock:
+            self._end()
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+    def add(self, label: str, value: str) -> None:
+        with self.lock:
+            if self.label != label:
+                self._end()
+                print(f"    {label}:", end="", flush=True)
+                self.label = label
+            print(f" {value}", end="", flush=True)
+
+    def end(self) -> None:
+        with self.lock:
+            self._end()
+
+    def _end(self) -> None:
+        if self.label is not None:
+            print(flush=True)
+            self.label = None
+
+
+class CellOutput:
+    """What a notebook prints (papermill's `stdout_file`, `stderr_file`), line by line: Keras' end of an epoch adds its
+    validation AUC to the terminal (`Terminal.add`), and an error line on stderr shows whole; the rest stays in the
+    executed notebook."""
+
+    EPOCH = re.compile(r"Epoch (\d+)/\d+$")  # Keras, verbose=2, as an epoch starts
+    END_OF_EPOCH = re.compile(r"\d+/\d+ - .* - loss: ")  # ... and as it ends, with its metrics
+    VAL_AUC = re.compile(r" - val_auc: ([\d.]+)")
+    ERROR = re.compile(r"Traceback \(|\b[A-Z]\w*Error\b|^[EF]\d{4} |\b(ERROR|CRITICAL|FATAL)\b")
+
+    def __init__(self, terminal: Terminal, stream: str):
+        self.terminal, self.stream, self.rest = terminal, stream, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.rest = (self.rest + text).split("\n")
+        for line in lines:
+            self.feed(line)
+
+    def flush(self) -> None:
+        pass
+
+    def feed(self, line: str) -> None:
+        if self.stream == "stderr":
+            if self.ERROR.search(line) and not _STARTUP.match(line):
+                self.terminal.line(f"    {line}", err=True)
+            return
+        start = self.EPOCH.match(line)
+        if start and start[1] == "1":
+            self.terminal.end()  # a new training: a line of its own
+        if self.END_OF_EPOCH.match(line):
+            auc = self.VAL_AUC.search(line)
+            self.terminal.add("epochs, val AUC", f"{float(auc[1]):.3f}" if auc else "-")
+
+
+class TrialWatch:
+    """keras-tuner's trials as each ends (its search prints nothing): every `trial.json` under `folder` written since
+    the watch began adds its score once its status is COMPLETED. A thread looks every `every` seconds, and the watch
+    looks once more when it stops, so no trial goes unshown. `folder` is made absolute first: papermill runs a
+    notebook from the notebook's folder (`cwd`), and the whole process with it."""
+
+    def __init__(self, folder: str | Path, terminal: Terminal, every: float = 2.0):
+        self.folder, self.terminal, self.every = Path(os.path.abspath(folder)), terminal, every
+        self.since, self.seen, self.stopped = time.time(), set(), threading.Event()
+        self.lock = threading.Lock()  # one look at a time: the thread's, or the last one
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> TrialWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.look()
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.look()
+
+    def look(self) -> None:
+        with self.lock:
+            for path, mtime in sorted(self._trials(), key=lambda found: found[1]):
+                if path in self.seen or mtime < self.since:
+                    continue
+                try:
+                    trial = json.loads(path.read_text())
+                except (OSError, ValueError):  # being written, or the search starting over: the next look reads it
+                    continue
+                if trial.get("status") == "COMPLETED" and trial.get("score") is not None:
+                    self.seen.add(path)
+                    self.terminal.add("trials, val AUC", f"{trial['score']:.3f}")
+
+    def _trials(self) -> list[tuple[Path, float]]:
+        found = []
+        for path in self.folder.rglob("trial.json"):
+            try:
+                found.append((path, path.stat().st_mtime))
+            except OSError:  # removed since it was listed (keras-tuner's overwrite)
+                pass
+        return found
+
+
+class ChildStderr:
+    """The stderr of the notebook kernels and the report steps the runner starts: a pipe (`fd`, given to each as its
+    stderr) whose lines go on to the runner's stderr as they come, less TensorFlow's C++ start-up lines
+    (`_STARTUP`)."""
+
+    def __init__(self):
+        self._read, self.fd = os.pipe()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        with os.fdopen(self._read, errors="replace") as lines:
+            for line in lines:
+                if not _STARTUP.match(line):
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.thread.join(timeout=10)  # its last lines out before the runner's own
+
+
+def kernel_manager(stderr: int) -> type:
+    """The kernel manager papermill starts each notebook's kernel with: its stderr into `stderr` (`ChildStderr`), its
+    sockets encrypted with CurveZMQ where pyzmq has it (the kernelspec `make venv` installs declares it), and once
+    its notebook has run, shut down by request without the SIGINT jupyter_client sends first (landing while the
+    kernel answers its last message, it logs "KeyboardInterrupt caught in kernel")."""
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class KernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _encrypted(self) -> str:
+            return "auto" if zmq.has("curve") else "disabled"
+
+        async def start_kernel(self, **kw):
+            kw.setdefault("stderr", stderr)
+            return await super().start_kernel(**kw)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return KernelManager
 
 
 def _smaller_png(b64: str) -> str:
@@ -179,10 +359,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--data-dir", default="data/chest_xray")
-    parser.add_argument("--cache-dir", default="data/cache")
-    parser.add_argument("--output-dir", default="reports", help="metrics, figures and predictions")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--executed-dir", default=None, help="where executed notebooks go (default: in place)")
+    on_demo = "; on SYNTHETIC data under build/demo/"
+    parser.add_argument("--cache-dir", default=None, help=f"decoded images (default: data/cache{on_demo})")
+    parser.add_argument(
+        "--output-dir", default=None, help=f"metrics, figures and predictions (default: reports{on_demo})"
+    )
+    parser.add_argument("--models-dir", default=None, help=f"default: models{on_demo}")
+    parser.add_argument(
+        "--executed-dir", default=None, help=f"where executed notebooks go (default: in place{on_demo})"
+    )
     parser.add_argument("--weights-dir", default=None, help="folder with Keras ImageNet weight files (offline)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="*", help="run only stages whose name or notebook contains one of these")
@@ -198,7 +383,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="like make (`make all`): --stale, models missing from --models-dir count as out of date, and a run.json "
         "of another profile, seed or dataset is replaced by a whole new run",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="then the summary (the README results block), the model card and the PDF (`make all`); on SYNTHETIC "
+        "data a summary of its own beside the run's reports, never README.md or docs/model_card.md",
+    )
     return parser.parse_args(argv)
+
+
+class CommittedFolderError(ValueError):
+    """A run on SYNTHETIC data pointed at a folder of the committed analysis."""
+
+
+def demo_dir() -> Path:
+    """Where a run on SYNTHETIC data goes by default: build/demo/ (`make all` without data/chest_xray)."""
+    return ROOT / "build" / "demo"
+
+
+def committed_destinations(args) -> list[str]:
+    """The committed folders this run would write into: reports/ (or a folder in it), img/ beside it, the notebooks
+    in place (--executed-dir not given)."""
+    output = Path(os.path.realpath(args.output_dir))
+    found = ["reports/"] if output.is_relative_to(ROOT / "reports") else []
+    found += ["img/"] if output.parent / "img" == ROOT / "img" else []
+    found += [] if args.executed_dir else ["notebooks/ and final_notebook.ipynb"]
+    return found
+
+
+def resolve_folders(args) -> None:
+    """Fill in the folders not given (`args.synthetic` too): on real data the committed ones (reports/, models/,
+    data/cache, the notebooks in place), on SYNTHETIC data (`data.dataset.is_synthetic`) folders under build/demo/.
+
+    Raises:
+        CommittedFolderError: SYNTHETIC data and a committed folder to write into (`committed_destinations`), naming
+            the data's marker file and the folders.
+    """
+    args.synthetic = is_synthetic(args.data_dir)
+    demo = Path(relative(demo_dir(), os.getcwd()))  # build/demo from the repository, as the other defaults
+    defaults = (
+        {"output_dir": demo / "reports", "models_dir": demo / "models", "cache_dir": demo / "cache"}
+        if args.synthetic
+        else {"output_dir": "reports", "models_dir": "models", "cache_dir": "data/cache"}
+    )
+    for key, folder in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, str(folder))
+    if args.synthetic and args.executed_dir is None:
+        args.executed_dir = str(demo / "notebooks")
+    if args.synthetic and committed_destinations(args):
+        marker = next(Path(args.data_dir).rglob(SYNTHETIC_MARKER))
+        raise CommittedFolderError(
+            f"{marker}: {args.data_dir} is SYNTHETIC demo data; its run writes under build/demo/ (or folders you "
+            f"give), never into {' or '.join(committed_destinations(args))}, the committed analysis"
+        )
 
 
 def plan(args, params: dict, previous: dict, run_log: Path) -> tuple[list[Stage], dict] | int:
@@ -220,7 +458,9 @@ def plan(args, params: dict, previous: dict, run_log: Path) -> tuple[list[Stage]
         print(f"{run_log} is a run of {', '.join(differs)}: every stage runs", flush=True)
         previous = {}
     stale = out_of_date(previous.get("notebooks", {}), stages, args.models_dir if args.make else None)
-    for label, why in stale.items():
+    if not previous.get("notebooks") and not differs:
+        print(f"no run in {run_log} yet: every stage runs", flush=True)
+    for label, why in stale.items() if previous.get("notebooks") else ():
         print(f"{label}: {why}", flush=True)
     if not stale:
         print(f"nothing to run: every stage in {run_log} is up to date")
@@ -256,17 +496,28 @@ def run_notebook(stage: Stage, args) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     scratch = dst.with_name(f".{dst.stem}.running.ipynb")
     run_in = dst.parent if args.prepare_only else src.parent  # nbval runs a prepared copy where it lies
-    pm.execute_notebook(
-        str(src),
-        str(scratch),
-        parameters=parameters(args, run_in),
-        cwd=str(src.parent),
-        kernel_name="python3",
-        prepare_only=args.prepare_only,
-        progress_bar=False,
-        log_output=not args.prepare_only,
-        request_save_on_cell_execute=True,
-    )
+    terminal = TERMINAL
+    quiet = {}  # what the terminal shows of the cells' output (`CellOutput`), the kernel's stderr filtered
+    if getattr(args, "child_stderr", None) is not None and not args.prepare_only:
+        quiet = {
+            "stdout_file": CellOutput(terminal, "stdout"),
+            "stderr_file": CellOutput(terminal, "stderr"),
+            "kernel_manager_class": kernel_manager(args.child_stderr),
+        }
+    with TrialWatch(Path(args.models_dir) / "tuner", terminal):
+        pm.execute_notebook(
+            str(src),
+            str(scratch),
+            parameters=parameters(args, run_in),
+            cwd=str(src.parent),
+            kernel_name="python3",
+            prepare_only=args.prepare_only,
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=True,
+            **quiet,
+        )
+    terminal.end()
     os.replace(scratch, dst)
     return dst
 
@@ -292,9 +543,25 @@ def command_args(stage: Stage, args) -> list[str]:
     return argv
 
 
-def run_command(stage: Stage, args) -> None:
-    """`python -m module args...` from the repository root (`command_args`); CalledProcessError when it fails."""
-    subprocess.run([sys.executable, "-m", stage.module, *command_args(stage, args)], cwd=ROOT, check=True)
+def log_dir(args) -> Path:
+    """Where a command stage's output goes (the terminal shows its progress only): logs/ beside --executed-dir,
+    else build/logs."""
+    return (Path(args.executed_dir).parent if args.executed_dir else ROOT / "build") / "logs"
+
+
+def run_command(stage: Stage, args) -> Path:
+    """`python -m module args...` from the repository root (`command_args`), its output (stdout and stderr) into
+    `log_dir`/NAME.log, which it returns; CalledProcessError when it fails, after the log's last lines."""
+    log = log_dir(args) / f"{stage.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        argv = [sys.executable, "-m", stage.module, *command_args(stage, args)]
+        done = subprocess.run(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = [line for line in log.read_text().splitlines() if not _STARTUP.match(line)][-20:]
+        TERMINAL.line("\n".join([f"    {line}" for line in tail] + [f"    (all of it: {log})"]), err=True)
+        raise subprocess.CalledProcessError(done.returncode, argv)
+    return log
 
 
 def record(log: dict, stage: Stage, code: str, seconds: float, cells: list) -> None:
@@ -319,9 +586,10 @@ def run_stage(stage: Stage, args, log: dict, run_log: Path) -> None:
     if not args.prepare_only:
         log["notebooks"][stage.name] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_json(run_log, log)
-    t0 = time.perf_counter()
+    t0, output = time.perf_counter(), ""
     if stage.notebook is None:
-        run_command(stage, args)
+        output_log = run_command(stage, args)
+        output = f" (its output: {relative(output_log, ROOT)})" if output_log else ""
         cells = []
     else:
         dst = run_notebook(stage, args)
@@ -331,48 +599,135 @@ def run_stage(stage: Stage, args, log: dict, run_log: Path) -> None:
         clean_notebook(dst)
     record(log, stage, code, time.perf_counter() - t0, cells)
     write_json(run_log, log)
-    print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
+    TERMINAL.line(f"    done in {time.perf_counter() - t0:.0f} s{output}")
 
 
-def quiet_logs(prepare_only: bool) -> None:
-    """Keep TF's C++ chatter out of notebooks (kernels inherit the environment); show papermill's log, every cell's
-    output (epochs, trials), in the terminal as it comes."""
+def quiet_logs() -> None:
+    """Keep TF's C++ chatter out of notebooks (kernels inherit the environment; what it does not reach, `_STARTUP`,
+    `ChildStderr` drops); papermill's own log only from its warnings on (the terminal shows the run: `Terminal`)."""
     for var in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel", "ABSL_MIN_LOG_LEVEL"):
         os.environ.setdefault(var, "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # about 1.8x faster convolutions on CPU
-    if not prepare_only:
-        logging.basicConfig(level=logging.WARNING, format="    %(message)s")
-        papermill_log = logging.getLogger("papermill")
-        papermill_log.setLevel(logging.INFO)
-        papermill_log.addFilter(lambda record: not str(record.msg).startswith(_PAPERMILL_CHATTER))
+    logging.basicConfig(level=logging.WARNING, format="    %(message)s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    quiet_logs(args.prepare_only)
-    run_log = Path(args.output_dir) / "metrics" / "run.json"
-    params = parameters(args)
-    planned = plan(args, params, read_json(run_log) if run_log.exists() else {}, run_log)
-    if isinstance(planned, int):
-        return planned
-    stages, previous = planned
-    log, start = new_log(args, params, previous), time.perf_counter()
+TERMINAL = Terminal()
+
+
+def final_stage() -> Stage:
+    return next(stage for stage in STAGES if stage.name == "final_notebook")
+
+
+def report_steps(args) -> list[list[str]]:
+    """The commands --report runs after the stages: the summary and the model card (`pneumonia_cxr.report`), then the
+    PDF of the executed final notebook (`pneumonia_cxr.pdf`). On SYNTHETIC data the summary and the model card go
+    beside the run's reports folder (build/demo/README.md, build/demo/model_card.md), never into README.md or docs/."""
+    reports = Path(args.output_dir)
+    beside = ["--summary", str(reports.parent / "README.md"), "--model-card", str(reports.parent / "model_card.md")]
+    pdf = ["--notebook", str(destination(final_stage(), args)), "--out", str(reports / "final_report.pdf")]
+    return [
+        [sys.executable, "-m", "pneumonia_cxr.report", "--reports", str(reports), *(beside if args.synthetic else [])],
+        [sys.executable, "-m", "pneumonia_cxr.pdf", *pdf],
+    ]
+
+
+def report(args) -> int:
+    """Run `report_steps` (their stderr through `ChildStderr`); the PDF only once the final notebook has run. Exit 1
+    naming the step that failed."""
+    for step in report_steps(args):
+        notebook = step[step.index("--notebook") + 1] if "--notebook" in step else None
+        if notebook and not Path(notebook).exists():
+            TERMINAL.line(f"no PDF: {notebook} has not run yet")
+            continue
+        done = subprocess.run(step, stderr=getattr(args, "child_stderr", None))
+        if done.returncode:
+            TERMINAL.line(f"FAILED: python -m {step[2]} (exit {done.returncode})", err=True)
+            return 1
+    return 0
+
+
+def announce(args, stages: list[Stage] | None = None) -> None:
+    """What a run says before it starts: on SYNTHETIC data (`stages` None: first of all) that it is, and where it goes;
+    on real data into the committed folders, with stages to run, in one line what it replaces and how to get the
+    committed results back."""
+    if args.prepare_only:
+        return
+    if args.synthetic and stages is None:
+        TERMINAL.line(
+            f"*** SYNTHETIC DEMO DATA ({args.data_dir}): procedural drawings, not X-rays; the numbers only show that "
+            "the pipeline runs ***"
+        )
+        TERMINAL.line(
+            f"*** everything this run makes goes to {relative(Path(args.output_dir).parent, os.getcwd())}/; the "
+            "committed analysis stays as it is ***"
+        )
+    replaced = committed_destinations(args) + (["the README results", "docs/model_card.md"] if args.report else [])
+    if not args.synthetic and stages and committed_destinations(args):
+        TERMINAL.line(f"This run replaces the committed {', '.join(replaced)}; to get them back: {RESTORE}")
+
+
+def demo_ending(args) -> None:
+    """The last lines of a run on SYNTHETIC data: where everything is, and the one command that gets the real data."""
+    here = lambda path: relative(path, os.getcwd())  # noqa: E731
+    reports = Path(args.output_dir)
+    made = [reports.parent / "README.md", reports.parent / "model_card.md", reports / "final_report.pdf"]
+    TERMINAL.line(
+        f"\nSYNTHETIC demo done; all it made is in {here(reports.parent)}/ (the committed analysis is untouched):"
+    )
+    TERMINAL.line("  " + ", ".join([here(path) for path in made if path.exists()] + [f"{here(args.executed_dir)}/"]))
+    TERMINAL.line("The real analysis: get the data (5,856 X-rays, README: Get the data), then `make all` again:")
+    TERMINAL.line(f"  {REAL_DATA_COMMAND}")
+
+
+def run_stages(stages: list[Stage], args, log: dict, run_log: Path) -> int:
+    """Run `stages` in order into `log` (run.json); 1 naming the stage (and the cell) that failed, else 0."""
+    start = time.perf_counter()
     for i, stage in enumerate(stages, 1):
-        print(f"[{i}/{len(stages)}] {stage.label}", flush=True)
+        TERMINAL.line(f"[{i}/{len(stages)}] {stage.label}")
         try:
             run_stage(stage, args, log, run_log)
         except pm.PapermillExecutionError as exc:
             dst = destination(stage, args)
             scratch = dst.with_name(f".{dst.stem}.running.ipynb")
-            print(f"FAILED: {stage.label}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})", file=sys.stderr)
-            print(f"  the executed notebook with the traceback: {scratch}", file=sys.stderr)
+            TERMINAL.line(f"FAILED: {stage.label}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})", err=True)
+            TERMINAL.line(f"  the executed notebook with the traceback: {scratch}", err=True)
             return 1
         except subprocess.CalledProcessError as exc:
-            print(f"FAILED: {stage.label} (exit {exc.returncode})", file=sys.stderr)
+            TERMINAL.line(f"FAILED: {stage.label} (exit {exc.returncode})", err=True)
             return 1
-    done = "prepared" if args.prepare_only else "ran"
-    print(f"all {len(stages)} stages {done} in {time.perf_counter() - start:.0f} s")
+    if stages:
+        done = "prepared" if args.prepare_only else "ran"
+        TERMINAL.line(f"all {len(stages)} stages {done} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_logs()
+    try:
+        resolve_folders(args)
+    except CommittedFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    announce(args)
+    run_log = Path(args.output_dir) / "metrics" / "run.json"
+    params = parameters(args)
+    planned = plan(args, params, read_json(run_log) if run_log.exists() else {}, run_log)
+    if isinstance(planned, int) and (planned or not args.report):
+        return planned
+    stages, previous = ([], {}) if isinstance(planned, int) else planned
+    announce(args, stages)
+    child = ChildStderr()
+    args.child_stderr = child.fd
+    try:
+        code = run_stages(stages, args, new_log(args, params, previous), run_log)
+        if code == 0 and args.report:
+            code = report(args)
+    finally:
+        child.close()
+    if code == 0 and args.report and args.synthetic:
+        demo_ending(args)
+    return code
 
 
 if __name__ == "__main__":

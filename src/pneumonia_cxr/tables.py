@@ -1,7 +1,10 @@
 """The report tables, read from a run's metrics and per-image predictions: every model beside the published results,
-the ternary models, the headline table, who is missed (subgroups) and what validation promised against what test gave.
+the ternary models, the headline table, who is missed (subgroups) and what validation promised against what test gave;
+and the words for the test split a run measured.
 
-Invariant: these only read what the notebooks wrote; nothing here is chosen on test.
+Invariants: these only read what the notebooks wrote; nothing here is chosen on test. A run on SYNTHETIC data (the
+demo) never shares a table with published results, and no text calls its test split, or a hold-out carved from train,
+"official".
 """
 
 from __future__ import annotations
@@ -21,13 +24,41 @@ from .targets import ternary_ci, ternary_name
 BINARY_COLUMNS = {"AUC": "roc_auc", "accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity"}
 
 
+def synthetic_run(metrics: dict[str, dict]) -> bool:
+    """True when the run's data were SYNTHETIC (the demo's procedural images): no published row stands beside it."""
+    return any(m.get("synthetic") for m in metrics.values())
+
+
+def describe_test_split(m: dict, n: int | None = None) -> str:
+    """The test split a model was measured on, in the words every text of a run uses, from what the data were: the
+    release's own test/ folder ("official"), a patient-level hold-out carved from train (no test/ folder), or either
+    of those in SYNTHETIC data, which is never called official.
+
+    Args:
+        m: a model's metrics (`test_split`, `synthetic`).
+        n: the number of test images, said when given.
+
+    Returns:
+        A phrase: "the official test split (624 images), read once at the end of the run", ...
+    """
+    images = "" if n is None else f" ({n} images)"
+    if m.get("synthetic"):
+        split = "test split" if m.get("test_split") == "official" else "patient-level hold-out carved from train"
+        return f"the SYNTHETIC demo's {split} ({'' if n is None else f'{n} '}procedural images, not X-rays)"
+    if m.get("test_split") == "official":
+        return f"the official test split{images}, read once at the end of the run"
+    of = "" if n is None else f" of {n} images"
+    return f"a patient-level hold-out{of} carved from train (this dataset has no test/ folder)"
+
+
 def binary_table(metrics: dict[str, dict], with_published: bool = True) -> pd.DataFrame:
     """One row per binary model: validation AUC (the selection criterion), mean Youden's J under the shifts on
-    validation, the threshold, and test metrics with CIs; then the published results on the official test split.
+    validation, the threshold, and test metrics with CIs; then the published results on the official test split
+    (never beside a SYNTHETIC run).
 
     Args:
         metrics: `records.load_metrics`' dict.
-        with_published: append the published rows (`published.official_test_anchors`).
+        with_published: append the published rows (`published.official_test_anchors`) to a run on real data.
 
     Returns:
         The table, numbers as text.
@@ -50,7 +81,7 @@ def binary_table(metrics: dict[str, dict], with_published: bool = True) -> pd.Da
             }
         )
     table = pd.DataFrame(rows)
-    if with_published:
+    if with_published and not synthetic_run(metrics):
         pub = [
             {
                 "model": f"published: {r['source']}, {r['model']} (chosen on test: {r['chosen on test']})",
@@ -69,7 +100,7 @@ def binary_table(metrics: dict[str, dict], with_published: bool = True) -> pd.Da
 
 def ternary_table(metrics: dict[str, dict]) -> pd.DataFrame:
     """One row per ternary model: validation macro AUC, test accuracy, macro one-vs-rest AUC and bacterial-vs-viral
-    AUC; then Kermany et al.'s bacterial-vs-viral AUC.
+    AUC; then Kermany et al.'s bacterial-vs-viral AUC (not beside a SYNTHETIC run).
 
     Args:
         metrics: `records.load_metrics`' dict.
@@ -93,16 +124,17 @@ def ternary_table(metrics: dict[str, dict]) -> pd.DataFrame:
             }
         )
     pub = PUBLISHED["Kermany et al. 2018 (bacterial vs viral)"]
-    rows.append(
-        {
-            "model": "published: Kermany et al. 2018 (bacterial vs viral)",
-            "val macro AUC": "-",
-            "test accuracy": "-",
-            "test macro OvR AUC": "-",
-            "bacterial-vs-viral AUC": f"{pub['roc_auc']:.3f}",
-            "n test": "-",
-        }
-    )
+    if not synthetic_run(metrics):
+        rows.append(
+            {
+                "model": "published: Kermany et al. 2018 (bacterial vs viral)",
+                "val macro AUC": "-",
+                "test accuracy": "-",
+                "test macro OvR AUC": "-",
+                "bacterial-vs-viral AUC": f"{pub['roc_auc']:.3f}",
+                "n test": "-",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -257,7 +289,7 @@ def headline_table(
 ) -> pd.DataFrame:
     """The one table a reader needs, test split only: the chosen binary model, the ensemble, the best pixel baseline
     (by validation AUC), the reported ternary decision, each with patient-bootstrap 95% CIs, then the published
-    results on the official test split (no CIs: as their sources report them).
+    results on the official test split (no CIs: as their sources report them; none beside a SYNTHETIC run).
 
     Args:
         metrics: `records.load_metrics`' dict.
@@ -286,7 +318,8 @@ def headline_table(
                 "specificity": "-",
             }
         )
-    for _, r in official_test_anchors().iterrows():
+    published = official_test_anchors() if not synthetic_run(metrics) else official_test_anchors().iloc[:0]
+    for _, r in published.iterrows():
         rows.append(
             {
                 "model": f"{r['source']}: {r['model']}" + (" (chosen on test)" if r["chosen on test"] == "yes" else ""),

@@ -1,7 +1,8 @@
 """A SYNTHETIC demo dataset: procedural chest-X-ray-like images in the Kaggle layout.
 
 It exists only so the whole pipeline runs on a fresh machine without the real download. Nothing
-learned or measured on it says anything about real X-rays; every notebook shows a SYNTHETIC banner.
+learned or measured on it says anything about real X-rays; every notebook shows a SYNTHETIC banner,
+and a run on it writes under build/demo/, never over the committed analysis (`runner.resolve_folders`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from .dataset import SYNTHETIC_MARKER
 
 # images per (split, subtype); patients get 1-3 images each
 DEFAULT_COUNTS = {"train": 120, "val": 4, "test": 30}
+# the one command that gets the real data in place of this (README: Get the data), where a demo run ends
+REAL_DATA_COMMAND = "kaggle datasets download -d paultimothymooney/chest-xray-pneumonia -p data/ --unzip"
 
 
 def synthetic_xray(rng: np.random.Generator, subtype: str, width: int, height: int) -> Image.Image:
