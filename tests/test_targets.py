@@ -11,7 +11,7 @@ import pytest
 from pneumonia_cxr import report
 from pneumonia_cxr.seeds import seed_runs
 from pneumonia_cxr.selection import choose_model
-from pneumonia_cxr.targets import TARGETS, _auc, shown, targets_table, ternary_ci, verdict
+from pneumonia_cxr.targets import TARGETS, _auc, per_run_table, shown, targets_table, ternary_ci, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -83,8 +83,14 @@ def test_targets_table_holds_the_main_runs_own_values_and_counts_every_run(commi
         row = pd.Series(r)
         if row.task == "normal vs pneumonia":
             assert row.model == chosen
-            if row.target.startswith("ECE"):
+            if row.target.startswith("ECE") and "validation" in row.target:
                 assert row.value == metrics[chosen]["calibration"]["val"]["ece_cross_fitted"]
+            elif row.target.startswith("ECE"):
+                assert row.value == metrics[chosen]["calibration"]["test"]["ece"]
+            elif "NORMAL2-" in row.target:  # the subgroup table's own number for that series
+                groups = pd.read_csv(REPORTS / "metrics" / "subgroups.csv")
+                mine = groups[(groups["model"] == chosen) & (groups["subgroup"] == "normal, NORMAL2- series")]
+                assert row.value == pytest.approx(mine["value"].item(), abs=1e-12)
             else:
                 key = {"ROC": "roc_auc"}.get(row.target.split()[0], row.target.split()[0])
                 assert row.value == metrics[chosen]["test"][key]
@@ -103,7 +109,7 @@ def test_targets_table_holds_the_main_runs_own_values_and_counts_every_run(commi
             assert row.value == others / 60 < run["wall_seconds"] / 60
         if row["runs meeting it"] != "-":  # out of every run read
             assert row["runs meeting it"].endswith(f" of {len(runs)}")
-    assert shown(table)["value [95% CI]"].str.match(r"^\d").all()
+    assert shown(table)["main run [95% CI]"].str.match(r"^\d").all()
 
 
 def test_a_targets_table_the_runs_no_longer_give_is_stale(tmp_path, committed):
@@ -119,6 +125,30 @@ def test_a_targets_table_the_runs_no_longer_give_is_stale(tmp_path, committed):
     table.to_csv(tmp_path / "metrics" / "targets.csv", index=False)
     assert [p for p in report.stale_results(tmp_path) if "targets.csv: differs" in p]
     assert "| normal vs pneumonia | ROC AUC >= 0.985 |" in report.results_markdown(tmp_path)
+
+
+def test_with_other_seeds_the_verdict_reads_their_mean_and_counts_each_run(committed):
+    runs, _ = committed
+    seed, (run, metrics) = next(iter(runs.items()))
+    chosen = choose_model(metrics)
+    worse = {name: dict(m) for name, m in metrics.items()}
+    worse[chosen]["test"] = dict(metrics[chosen]["test"], specificity=0.70, roc_auc=0.999)
+    two = {seed: (run, metrics), seed + 1: ({**run, "git_commit": "abc1234"}, worse)}
+    table = targets_table(two, REPORTS / "predictions", 200, 0).set_index("target")
+    spec = table.loc["specificity at the validation-chosen threshold >= 0.9"]
+    mean = (metrics[chosen]["test"]["specificity"] + 0.70) / 2
+    assert spec["runs"] == 2 and spec["mean"] == pytest.approx(mean) and spec["min"] == 0.70
+    assert spec["verdict"] == f"not met, by {0.9 - mean:.3f}" and spec["runs meeting it"] == "0 of 2"
+    auc = table.loc["ROC AUC >= 0.985"]
+    assert (
+        auc["max"] == 0.999 and auc["runs meeting it"] == f"{int(metrics[chosen]['test']['roc_auc'] >= 0.985) + 1} of 2"
+    )
+    minutes = table.loc["wall time of the stages before the final notebook, min <= 45"]
+    assert minutes["runs"] == 1  # other seeds' minutes are from other loads: the main run's alone
+    assert "mean of 2 runs [range]" in shown(table.reset_index()).columns
+    per_run = per_run_table(two)
+    assert list(per_run["seed"]) == [seed, seed + 1] and per_run.loc[1, "commit"] == "abc1234"
+    assert per_run.loc[1, "specificity at the validation-chosen threshold"] == 0.70
 
 
 def test_without_a_ci_the_value_decides():

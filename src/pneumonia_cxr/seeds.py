@@ -14,11 +14,14 @@ import pandas as pd
 from .io import read_json
 from .records import load_metrics
 from .selection import choose_model
+from .stages import STAGES
 
 
 def _notebook_code(run: dict) -> dict[str, str | None]:
-    """Each trained notebook's code fingerprint in a run.json (None where the run predates fingerprints)."""
-    return {nb: entry.get("code") for nb, entry in run.get("notebooks", {}).items() if nb != "final_notebook"}
+    """The code fingerprint in a run.json of each stage that a run of another seed runs too (stages.toml's
+    `seed_runs`: not the final notebook, not the out-of-distribution fit); None where the run predates fingerprints."""
+    again = {stage.name for stage in STAGES if stage.seed_runs}
+    return {nb: entry.get("code") for nb, entry in run.get("notebooks", {}).items() if nb in again}
 
 
 def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]]:
@@ -33,7 +36,8 @@ def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]
         reports_dir: the main run's reports folder (`reports`).
 
     Returns:
-        seed -> (run.json, model name -> metrics); empty when the main run has no run.json.
+        seed -> (run.json, model name -> metrics); empty when the main run has no run.json. Each run.json dict
+        gains "reports_dir", the folder it was read from (its predictions/ beside its metrics/).
 
     Raises:
         ValueError: two folders hold runs of the same seed.
@@ -42,6 +46,7 @@ def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]
     if not (main_dir / "run.json").exists():
         return {}
     main_run, main_metrics = read_json(main_dir / "run.json"), load_metrics(main_dir)
+    main_run["reports_dir"] = str(main_dir.parent)
     main_code = _notebook_code(main_run)
     out = {main_run["seed"]: (main_run, main_metrics)}
     for metrics_dir in sorted((Path(reports_dir) / "seeds").glob("*/metrics")):
@@ -63,7 +68,7 @@ def seed_runs(reports_dir: str | Path) -> dict[int, tuple[dict, dict[str, dict]]
         elif run["seed"] in out:
             raise ValueError(f"{metrics_dir}: seed {run['seed']} was already read from another folder")
         else:
-            out[run["seed"]] = (run, metrics)
+            out[run["seed"]] = (run | {"reports_dir": str(metrics_dir.parent)}, metrics)
     main, *others = out.items()
     return dict([main, *sorted(others)])
 
