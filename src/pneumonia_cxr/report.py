@@ -31,7 +31,7 @@ from .seeds import seed_runs, seed_table
 from .selection import choose_model
 from .stages import STAGES, out_of_date
 from .tables import describe_test_split, headline_table, synthetic_run
-from .targets import shown, targets_table
+from .targets import per_run_table, shown, targets_table
 
 BEGIN, END = "<!-- results:begin (python -m pneumonia_cxr.report) -->", "<!-- results:end -->"
 
@@ -205,16 +205,18 @@ def stale_results(reports_dir: str | Path = "reports") -> list[str]:
         warnings.simplefilter("always")
         runs = seed_runs(reports_dir)
     problems += [str(w.message) for w in skipped]
-    table = metrics_dir / "seed_table.csv"
-    if len(runs) > 1:
-        expected = seed_table(runs).reset_index().to_csv(index=False)
-        if not table.exists() or table.read_text() != expected:
-            problems.append(
-                f"{table}: differs from the seed runs under {Path(reports_dir) / 'seeds'} (or is missing); "
-                "run the final notebook again"
-            )
-    elif table.exists():
-        problems.append(f"{table}: left from seed runs that are no longer there; run the final notebook again")
+    for table, make in (
+        (metrics_dir / "seed_table.csv", lambda: seed_table(runs).reset_index()),
+        (metrics_dir / "seeds.csv", lambda: per_run_table(runs)),
+    ):
+        if len(runs) > 1:
+            if not table.exists() or table.read_text() != make().to_csv(index=False):
+                problems.append(
+                    f"{table}: differs from the seed runs under {Path(reports_dir) / 'seeds'} (or is missing); "
+                    "run the final notebook again"
+                )
+        elif table.exists():
+            problems.append(f"{table}: left from seed runs that are no longer there; run the final notebook again")
     targets = metrics_dir / "targets.csv"
     if targets.exists() and runs:
         main_run = next(iter(runs.values()))[0]
