@@ -214,18 +214,20 @@ def test_the_terminal_shows_epochs_trials_and_errors_not_start_up_chatter(tmp_pa
     err.write("I0000 00:00:1796664299.188816   16896 port.cc:153] oneDNN custom operations are on.\n")
     err.write("/x/calibration.py:54: RuntimeWarning: overflow encountered in exp\n")
     err.write("E0000 00:00:1796664299.1 16896 gpu.cc:1] something failed\nValueError: bad input\n")
-    with runner.TrialWatch(tmp_path, terminal, every=0.05) as watch:
+    with runner.TrialWatch(tmp_path, terminal, every=60) as watch:  # the search's trials, then its chosen model
         for i, (status, score) in enumerate([("COMPLETED", 0.91), ("COMPLETED", 0.95), ("RUNNING", None)]):
             trial = tmp_path / "scratch_cnn" / f"trial_{i}" / "trial.json"
             trial.parent.mkdir(parents=True)
             trial.write_text(json.dumps({"status": status, "score": score}))
-        watch.look()
+        chosen = runner.CellOutput(terminal, "stdout", on_training=watch.look)
+        chosen.write("Epoch 1/2\n1/1 - 4s - 4s/step - loss: 0.7 - val_auc: 0.8\n")
     terminal.end()
     shown = capsys.readouterr()
     assert shown.out.splitlines() == [
         "    epochs, val AUC: 0.959 0.978",
         "    epochs, val AUC: -",
         "    trials, val AUC: 0.910 0.950",
+        "    epochs, val AUC: 0.800",
     ]
     assert shown.err.splitlines() == [
         "    E0000 00:00:1796664299.1 16896 gpu.cc:1] something failed",

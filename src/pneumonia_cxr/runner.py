@@ -136,15 +136,16 @@ class Terminal:
 class CellOutput:
     """What a notebook prints (papermill's `stdout_file`, `stderr_file`), line by line: Keras' end of an epoch adds its
     validation AUC to the terminal (`Terminal.add`), and an error line on stderr shows whole; the rest stays in the
-    executed notebook."""
+    executed notebook. `on_training` is called as a training starts (`TrialWatch.look`: the trials of a search that
+    just ended come before the model it chose is trained)."""
 
     EPOCH = re.compile(r"Epoch (\d+)/\d+$")  # Keras, verbose=2, as an epoch starts
     END_OF_EPOCH = re.compile(r"\d+/\d+ - .* - loss: ")  # ... and as it ends, with its metrics
     VAL_AUC = re.compile(r" - val_auc: ([\d.]+)")
     ERROR = re.compile(r"Traceback \(|\b[A-Z]\w*Error\b|^[EF]\d{4} |\b(ERROR|CRITICAL|FATAL)\b")
 
-    def __init__(self, terminal: Terminal, stream: str):
-        self.terminal, self.stream, self.rest = terminal, stream, ""
+    def __init__(self, terminal: Terminal, stream: str, on_training=None):
+        self.terminal, self.stream, self.on_training, self.rest = terminal, stream, on_training, ""
 
     def write(self, text: str) -> None:
         *lines, self.rest = (self.rest + text).split("\n")
@@ -160,8 +161,10 @@ class CellOutput:
                 self.terminal.line(f"    {line}", err=True)
             return
         start = self.EPOCH.match(line)
-        if start and start[1] == "1":
-            self.terminal.end()  # a new training: a line of its own
+        if start and start[1] == "1":  # a new training: a line of its own
+            if self.on_training:
+                self.on_training()
+            self.terminal.end()
         if self.END_OF_EPOCH.match(line):
             auc = self.VAL_AUC.search(line)
             self.terminal.add("epochs, val AUC", f"{float(auc[1]):.3f}" if auc else "-")
@@ -497,14 +500,15 @@ def run_notebook(stage: Stage, args) -> Path:
     scratch = dst.with_name(f".{dst.stem}.running.ipynb")
     run_in = dst.parent if args.prepare_only else src.parent  # nbval runs a prepared copy where it lies
     terminal = TERMINAL
+    watch = TrialWatch(Path(args.models_dir) / "tuner", terminal)
     quiet = {}  # what the terminal shows of the cells' output (`CellOutput`), the kernel's stderr filtered
     if getattr(args, "child_stderr", None) is not None and not args.prepare_only:
         quiet = {
-            "stdout_file": CellOutput(terminal, "stdout"),
+            "stdout_file": CellOutput(terminal, "stdout", on_training=watch.look),
             "stderr_file": CellOutput(terminal, "stderr"),
             "kernel_manager_class": kernel_manager(args.child_stderr),
         }
-    with TrialWatch(Path(args.models_dir) / "tuner", terminal):
+    with watch:
         pm.execute_notebook(
             str(src),
             str(scratch),
