@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .calibration import calibrate
+from .model_metadata import describe_error
 
 FORMAT = "pneumonia_cxr/local-calibration/1"
 METHODS = ("platt", "prior_shift")
@@ -59,17 +60,6 @@ class LocalCalibrationError(ValueError):
     names the file."""
 
 
-def _describe(error: dict) -> str:
-    """One pydantic error as 'field: what is wrong (got value)'."""
-    where = ".".join(str(part) for part in error["loc"]) or "the whole file"
-    if error["type"] in ("model_type", "dict_type"):
-        return f"{where}: must be a JSON object, not {type(error['input']).__name__}"
-    if error["type"] == "missing":
-        return f"{where}: missing"
-    got = repr(error["input"])
-    return f"{where}: {error['msg'].replace('Input should', 'should')} (got {got[:60]}{'...' if len(got) > 60 else ''})"
-
-
 def validate_local(data, path: str | Path) -> dict:
     """`data` (as read from `path`) checked against `LocalCalibration`.
 
@@ -86,7 +76,7 @@ def validate_local(data, path: str | Path) -> dict:
     try:
         LocalCalibration.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors(include_url=False))
+        problems = "; ".join(describe_error(e) for e in exc.errors(include_url=False))
         raise LocalCalibrationError(f"{path}: invalid local calibration: {problems}") from None
     return data
 

@@ -52,7 +52,7 @@ class MetadataError(ValueError):
     """A model's metadata missing, unreadable, or outside its schema; the message names the file and the field."""
 
 
-def _describe(error: dict) -> str:
+def describe_error(error: dict) -> str:
     """One pydantic error as 'field: what is wrong (got value)'."""
     where = ".".join(str(part) for part in error["loc"]) or "the whole file"
     if error["type"] in ("model_type", "dict_type"):
@@ -79,7 +79,7 @@ def validate_metadata(meta, meta_file: str | Path) -> dict:
     try:
         ModelMetadata.model_validate(meta)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors(include_url=False))
+        problems = "; ".join(describe_error(e) for e in exc.errors(include_url=False))
         raise MetadataError(f"{meta_file}: invalid model metadata: {problems}") from None
     return meta
 
