@@ -592,13 +592,14 @@ def fit_command(args: argparse.Namespace) -> pd.DataFrame:
         code=git_commit(),
     )
     paths = check.save(args.models_dir)
+    split = "SYNTHETIC" if data.synthetic else data.test_split  # a synthetic test/ folder is never "official"
     table = rejection_table(
         check,
         {
             "validation": val,
             "validation, one acquisition shift each": val_shifted,
-            f"test ({data.test_split})": test,
-            f"test ({data.test_split}), one acquisition shift each": acquisition_shifted(test, args.seed + 2),
+            f"test ({split})": test,
+            f"test ({split}), one acquisition shift each": acquisition_shifted(test, args.seed + 2),
         },
         non_xray_examples(args.examples_seed, val, args.per_kind),
     )
