@@ -48,7 +48,9 @@ def run_commits(run: dict) -> str:
     """Which commit made which notebooks of a run (a notebook run again alone keeps its own), in one phrase."""
     by_commit: dict[str, list[str]] = {}
     for nb, entry in run.get("notebooks", {}).items():
-        by_commit.setdefault(entry.get("git_commit", "?"), []).append("final" if nb == "final_notebook" else nb[:2])
+        by_commit.setdefault(entry.get("git_commit", "?"), []).append(
+            nb[:2] if nb[:2].isdigit() else nb.removesuffix("_notebook")
+        )
     if len(by_commit) <= 1:
         return f"run at commit `{next(iter(by_commit), run.get('git_commit', '?'))}`"
     return "notebooks run at " + ", ".join(f"`{c}` ({', '.join(nbs)})" for c, nbs in by_commit.items())
