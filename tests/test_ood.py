@@ -117,8 +117,8 @@ def test_fit_command_writes_the_check_and_the_table(demo_root, weights_dir, tmp_
     assert table["set"].tolist()[:4] == [
         "validation",
         "validation, one acquisition shift each",
-        "test (official)",
-        "test (official), one acquisition shift each",
+        "test (SYNTHETIC)",  # the demo's test/ folder is never called official
+        "test (SYNTHETIC), one acquisition shift each",
     ]
     assert (tmp_path / "models" / ood.EXTRACTOR_FILE).is_file()
     assert set(ood.NON_XRAY_KINDS) < set(table["set"]) and (table["threshold"] == meta["threshold"]).all()
