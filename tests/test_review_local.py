@@ -70,25 +70,9 @@ def _known_store(
     subtype = np.where(y == 0, "normal", np.where(rng.random(len(y)) < 0.6, "bacterial", "viral"))
     store = ReviewStore(db)
     unreadable = int(np.flatnonzero(y == 1)[0])
-    for i in range(len(y)):
-        decision = "PNEUMONIA" if p[i] >= 0.5 else "NORMAL"
-        ternary = {"normal": 1 - p[i], "bacteria": p[i] * 0.7, "virus": p[i] * 0.3}  # the model says bacterial
-        right = (decision == "PNEUMONIA") == bool(y[i]) and subtype[i] in ("normal", "bacterial")
-        answer = "not readable" if i == unreadable else "agree" if right else str(subtype[i])
-        store.add_answer(
-            sha256=f"{i:064x}",
-            path=f"inbox/person{1000 + i}_x_{i}.jpeg",
-            model_file=str(model),
-            model_commit=None,
-            p_pneumonia=float(p[i]),
-            threshold=0.5,
-            decision=decision,
-            ternary=ternary,
-            reviewer="dr a",
-            answer=answer,
-        )
-    second = [i for i in range(len(y)) if i != unreadable][:30]
-    for i in second:
+
+    def add(i: int, reviewer: str, answer: str) -> None:
+        """One answer to image i, as the page showed it: the model's call at 0.5, bacterial as its subtype."""
         store.add_answer(
             sha256=f"{i:064x}",
             path=f"inbox/person{1000 + i}_x_{i}.jpeg",
@@ -97,10 +81,17 @@ def _known_store(
             p_pneumonia=float(p[i]),
             threshold=0.5,
             decision="PNEUMONIA" if p[i] >= 0.5 else "NORMAL",
-            ternary={"normal": 1 - p[i], "bacteria": p[i] * 0.7, "virus": p[i] * 0.3},  # as the page showed dr a
-            reviewer="dr b",
-            answer="viral" if y[i] else "normal",
+            ternary={"normal": 1 - p[i], "bacteria": p[i] * 0.7, "virus": p[i] * 0.3},
+            reviewer=reviewer,
+            answer=answer,
         )
+
+    for i in range(len(y)):
+        right = (p[i] >= 0.5) == bool(y[i]) and subtype[i] in ("normal", "bacterial")
+        add(i, "dr a", "not readable" if i == unreadable else "agree" if right else str(subtype[i]))
+    second = [i for i in range(len(y)) if i != unreadable][:30]
+    for i in second:
+        add(i, "dr b", "viral" if y[i] else "normal")
     keep = np.arange(len(y)) != unreadable
     return {
         "y": y[keep],
