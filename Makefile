@@ -76,11 +76,13 @@ benchmark: venv
 predict-speed: venv
 	$(PY) benchmarks/predict_speed.py
 
-# notebooks 01-07 of an older commit (BASELINE) on this host, then its times beside the main run's, after `make all`
-BASELINE ?= 15325c2
+# notebooks 01-07 of an older commit (BASELINE) and of HEAD, one after the other in scratch copies on this host, then
+# their times side by side (about 70 min of a quiet 2-core host)
+BASELINE ?= a32a681
 notebook-speed: venv
 	$(PY) benchmarks/notebook_speed.py run --commit $(BASELINE)
-	$(PY) benchmarks/notebook_speed.py table --baseline $(BASELINE)
+	$(PY) benchmarks/notebook_speed.py run --commit HEAD
+	$(PY) benchmarks/notebook_speed.py table --baseline $(BASELINE) --current $$(git rev-parse --short HEAD)
 
 # one training step and one prediction batch of the notebooks' models: float32, XLA, bfloat16
 training-step-speed: venv

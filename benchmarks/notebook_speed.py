@@ -2,14 +2,18 @@
 
     python benchmarks/notebook_speed.py run --commit 15325c2     # the older commit, in a scratch copy from git
     python benchmarks/notebook_speed.py table [--make-test-seconds S]   # its times beside reports/metrics/run.json
+    python benchmarks/notebook_speed.py run --commit HEAD        # this commit too, in a scratch copy, same host
+    python benchmarks/notebook_speed.py table --current <HEAD's hash>   # both scratch-copy runs side by side
 
 `run` takes the commit's tree from git (`git archive`, never checked out over this one), runs its own runner on the
 official layout with a cold image cache, as a new user would, and keeps the run log and the validation metrics in
 reports/benchmarks/notebooks_<commit>.json. This checkout's times are those of the committed main run
-(reports/metrics/run.json, also a cold start via `make all`). `table` writes reports/benchmarks/notebook_speed.csv and
-.md: seconds per notebook for both, the ratio, peak memory, the host each ran on, validation numbers before and after,
-and the `make test` time when given. Run both sides on the same host, one after the other, with nothing else running:
-absolute times on shared machines move by minutes from day to day, ratios much less.
+(reports/metrics/run.json, also a cold start via `make all`), or, with `table --current`, a scratch-copy run of this
+commit made by `run` on the same host, one after the other: the fair comparison. `table` writes
+reports/benchmarks/notebook_speed.csv and .md: seconds per notebook for both, the ratio, peak memory, the host each ran
+on, validation numbers before and after, and the `make test` time when given. Run both sides on the same host, one
+after the other, with nothing else running: absolute times on shared machines move by minutes from day to day, ratios
+much less.
 """
 
 from __future__ import annotations
@@ -175,13 +179,22 @@ def cell_lines(old: dict, this_log: dict, this: str, at_least: float = 5.0) -> l
 
 
 def write_table(
-    baseline: str, make_test_seconds: float | None, this_peak_mb: float | None, run_log: Path | None = None
+    baseline: str,
+    make_test_seconds: float | None,
+    this_peak_mb: float | None,
+    run_log: Path | None = None,
+    current: str | None = None,
 ) -> Path:
-    """reports/benchmarks/notebook_speed.{csv,md} from the older commit's run and this checkout's main run."""
+    """reports/benchmarks/notebook_speed.{csv,md}: the older commit's run beside this checkout's main run, or beside
+    `current`'s scratch-copy run (`run --commit`), which ran on the same host and is the fair comparison."""
     old = json.loads((OUT_DIR / f"notebooks_{baseline}.json").read_text())
-    this_log = json.loads((run_log or ROOT / "reports" / "metrics" / "run.json").read_text())
-    commits = {e.get("git_commit") for nb, e in this_log["notebooks"].items() if nb in NOTEBOOKS}
-    this = " ".join(sorted(c for c in commits if c))
+    new = json.loads((OUT_DIR / f"notebooks_{current}.json").read_text()) if current else None
+    if new:
+        this_log, this, this_peak_mb = new["run_log"], new["commit"], this_peak_mb or new.get("peak_memory_mb")
+    else:
+        this_log = json.loads((run_log or ROOT / "reports" / "metrics" / "run.json").read_text())
+        commits = {e.get("git_commit") for nb, e in this_log["notebooks"].items() if nb in NOTEBOOKS}
+        this = " ".join(sorted(c for c in commits if c))
     rows = []
     for nb in NOTEBOOKS:
         before, after = old["run_log"]["notebooks"][nb]["seconds"], this_log["notebooks"][nb]["seconds"]
@@ -206,9 +219,9 @@ def write_table(
         table.loc[len(table)] = {"notebook": "make test after install", f"{this}_s": make_test_seconds}
     table["ratio"] = table["ratio"].astype(float).round(3)
     table.to_csv(OUT_DIR / "notebook_speed.csv", index=False)
-    cpus = {old["cpu"], this_log["notebooks"]["07_ensemble"].get("cpu", "?")}
+    cpus = {old["cpu"], new["cpu"] if new else this_log["notebooks"]["07_ensemble"].get("cpu", "?")}
     validation = []
-    now = validation_numbers(ROOT / "reports" / "metrics")
+    now = new["validation"] if new else validation_numbers(ROOT / "reports" / "metrics")
     for model, numbers in old["validation"].items():
         numbers, after_numbers = dict(numbers), dict(now.get(model, {}))
         by_shift, after_by_shift = numbers.pop("youden_by_shift", {}), after_numbers.pop("youden_by_shift", {})
@@ -231,7 +244,12 @@ def write_table(
         "",
         f"Produced by `python benchmarks/notebook_speed.py`. Host: {', '.join(sorted(cpus))}, "
         f"{old['cpu_count']} cores; {old['commit']} started {old['started_utc']} (a scratch copy, cold image cache), "
-        f"this commit's run is the committed main run (`make all`, cold cache).",
+        + (
+            f"{this} started {new['started_utc']} (a scratch copy, cold image cache), one after the other with "
+            "nothing else running."
+            if new
+            else "this commit's run is the committed main run (`make all`, cold cache)."
+        ),
         "",
         "| notebook | " + " | ".join(table.columns[1:]) + " |",
         "|---" * len(table.columns) + "|",
@@ -277,11 +295,12 @@ def main(argv=None) -> int:
     table.add_argument("--make-test-seconds", type=float, default=None, help="`make test` after the install, timed")
     table.add_argument("--run-log", type=Path, default=None, help="this checkout's run.json (default: the main run's)")
     table.add_argument("--this-peak-mb", type=float, default=None, help="this commit's peak, measured as `run` does")
+    table.add_argument("--current", default=None, help="this commit's short hash, run by `run` on the same host")
     args = parser.parse_args(argv)
     if args.command == "run":
         run_commit(args.commit, Path(args.data_dir).resolve(), Path(args.weights_dir).resolve())
         return 0
-    write_table(args.baseline, args.make_test_seconds, args.this_peak_mb, args.run_log)
+    write_table(args.baseline, args.make_test_seconds, args.this_peak_mb, args.run_log, args.current)
     return 0
 
 
