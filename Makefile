@@ -21,7 +21,7 @@ NOTEBOOKS_01_07 := 01_ 02_ 03_ 04_ 05_ 06_ 07_
 export TF_ENABLE_ONEDNN_OPTS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review ood benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed training-input-speed decode-check aspect-ablation clean
+.PHONY: all test lint unit nbval check-reports venv lock analysis seed-check refresh summary demo review review-evaluate ood benchmark predict-speed prediction-loop-speed notebook-speed training-step-speed training-input-speed decode-check aspect-ablation clean
 
 all: analysis
 
@@ -101,6 +101,11 @@ prediction-loop-speed: venv
 review: venv
 	$(PY) -m pneumonia_cxr.review --models models --db reviews.sqlite $(if $(INBOX),--inbox $(INBOX),) \
 	  $(if $(PREVALENCE),--prevalence $(PREVALENCE),)
+
+# The answers in reviews.sqlite against the model card: reviews_evaluation.md and its reliability figure beside it
+# (LOCAL=local.json: also before and after a site's local calibration, made by `pneumonia-cxr review calibrate`)
+review-evaluate: venv
+	$(PY) -m pneumonia_cxr.review evaluate --db reviews.sqlite $(if $(LOCAL),--local $(LOCAL),)
 
 # "Is this a frontal chest X-ray?", before any pneumonia call: fitted on the training split, threshold on validation
 # (models/ood.npz, models/ood.json); rejection rates of real and generated non-X-ray images in reports/metrics/ood.csv.
