@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .calibration import calibrate
-from .model_metadata import describe_error
+from .model_metadata import check_schema
 
 FORMAT = "pneumonia_cxr/local-calibration/1"
 METHODS = ("platt", "prior_shift")
@@ -73,11 +73,7 @@ def validate_local(data, path: str | Path) -> dict:
     Raises:
         LocalCalibrationError: naming `path` and each field that breaks the schema.
     """
-    try:
-        LocalCalibration.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(describe_error(e) for e in exc.errors(include_url=False))
-        raise LocalCalibrationError(f"{path}: invalid local calibration: {problems}") from None
+    check_schema(LocalCalibration, data, f"{path}: invalid local calibration", LocalCalibrationError)
     return data
 
 

@@ -63,6 +63,15 @@ def describe_error(error: dict) -> str:
     return f"{where}: {error['msg'].replace('Input should', 'should')} (got {got[:60]}{'...' if len(got) > 60 else ''})"
 
 
+def check_schema(schema: type[BaseModel], data, what: str, error: type[Exception]) -> None:
+    """Raise `error("what: field: what is wrong; ...")` when `data` breaks `schema`, one `describe_error` a field."""
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(describe_error(e) for e in exc.errors(include_url=False))
+        raise error(f"{what}: {problems}") from None
+
+
 def validate_metadata(meta, meta_file: str | Path) -> dict:
     """`meta` (as read from `meta_file`) checked against `ModelMetadata`.
 
@@ -76,11 +85,7 @@ def validate_metadata(meta, meta_file: str | Path) -> dict:
     Raises:
         MetadataError: naming `meta_file` and each field that breaks the schema.
     """
-    try:
-        ModelMetadata.model_validate(meta)
-    except ValidationError as exc:
-        problems = "; ".join(describe_error(e) for e in exc.errors(include_url=False))
-        raise MetadataError(f"{meta_file}: invalid model metadata: {problems}") from None
+    check_schema(ModelMetadata, meta, f"{meta_file}: invalid model metadata", MetadataError)
     return meta
 
 
